@@ -1,0 +1,1 @@
+"""Helpdesk adapters: one module per helpdesk, all behind `tagger.helpdesks.base.Adapter`."""

@@ -1,0 +1,73 @@
+"""Cleaning a raw message before it is classified: HTML, quoted replies, signatures, URLs,
+e-mail addresses, order numbers, control characters. Pure functions, no state."""
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+MAX_CHARS = 4000  # the opening of a message says what it is about; 50 KB mails are cut, not rejected
+
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]{0,2000}>", re.S | re.I)
+_BLOCK = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h\d)\b[^>]*>", re.I)
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+_NUMBER = re.compile(r"(?<![\w])[#№]?[A-Z]{0,4}[-‐]?\d[\d\s-]{3,}\d\b")
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_WS = re.compile(r"[ \t\u00a0]+")
+_NL = re.compile(r"\n{3,}")
+_QUOTE_HEADERS = re.compile(
+    r"^\s*(on .{0,120} wrote:|am .{0,120} schrieb .{0,80}:|le .{0,120} a écrit ?:|il .{0,120} ha scritto:|"
+    r"el .{0,120} escribió:|em .{0,120} escreveu:|op .{0,120} schreef .{0,80}:|den .{0,120} skrev .{0,80}:|"
+    r"-----\s*original message\s*-----|-{2,}\s*(ursprüngliche nachricht|message d'origine|messaggio originale)|"
+    r"from:\s.+\bsent:\s.+|.{0,40}\d{4}.{0,40}写道[:：]|.{0,80}пиш(ет|ет:)|.{0,80}написал\(?а?\)?:)\s*$",
+    re.I,
+)
+_SIGNATURE = re.compile(r"^(--\s?|__+|sent from my \w+.*|enviado desde mi .*|von meinem .* gesendet)$", re.I)
+
+
+def strip_html(raw: str) -> str:
+    """Turn an HTML body into text: block ends become line breaks, tags go, entities are decoded."""
+    if "<" not in raw and "&" not in raw:
+        return raw
+    text = _BLOCK.sub("\n", raw)
+    text = _TAG.sub(" ", text)
+    return html.unescape(text)
+
+
+def strip_quoted(text: str) -> str:
+    """Drop quoted earlier mails (`> ...` lines, `On ... wrote:` and all below) and signatures."""
+    kept: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if _QUOTE_HEADERS.match(stripped) or _SIGNATURE.match(stripped):
+            if kept:  # a message that *starts* with a quote header keeps what follows
+                break
+            continue
+        if stripped.startswith(">"):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def clean(raw: str | bytes | None) -> str:
+    """The text the classifier sees. Never raises: junk in, (possibly empty) text out."""
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    text = unicodedata.normalize("NFC", str(raw)[: MAX_CHARS * 4])
+    text = strip_html(text)
+    text = strip_quoted(text)
+    text = _URL.sub(" URL ", text)
+    text = _EMAIL.sub(" EMAIL ", text)
+    text = _NUMBER.sub(" NUM ", text)
+    text = _CTRL.sub(" ", text)
+    text = _WS.sub(" ", text)
+    text = _NL.sub("\n\n", text).strip()
+    return text[:MAX_CHARS]
+
+
+def has_letters(text: str) -> bool:
+    """True when the text holds at least one letter in any script (emoji-only and junk hold none)."""
+    return any(ch.isalpha() for ch in text)
