@@ -1,0 +1,408 @@
+"""The `tagger` command line: a thin layer over the library (tagger.model, data, registry, evaluate)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from tagger.config import Settings
+from tagger.errors import TaggerError
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+class _Group(click.Group):
+    """Turns every TaggerError into a one-line error message instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TaggerError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mot-tagger")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """MOT Tagger: moment-of-truth stage and sentiment for helpdesk messages.
+
+    \b
+    Example:
+      echo '{"text":"Where is my parcel?"}' | tagger classify
+    """
+    ctx.obj = Settings.load()
+
+
+# --------------------------------------------------------------------------------------------------- train
+@cli.command()
+@click.argument("extra", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Corpus folder (default: training_data/).")
+@click.option("--models", "models_dir", type=click.Path(file_okay=False), help="Model folder (default: models/).")
+@click.option("--no-holdout", is_flag=True, help="Train on every file, held-out batches too (no metrics then).")
+@click.option("--feedback", is_flag=True, help="Add the agents' corrections from the store to the training data.")
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make the new version the active one (refused if macro-F1 drops too much).")
+@click.option("--force", is_flag=True, help="Activate even if macro-F1 dropped by more than the allowed margin.")
+@click.option("--seed", default=0, show_default=True, help="random_state for reproducible training.")
+@pass_settings
+def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback, activate, force, seed) -> None:
+    """Train both tasks and save a new model version.
+
+    Trains on training_data/ (plus any EXTRA JSONL/CSV files), evaluates on the held-out
+    batches, and writes models/<version>/ with its metrics and SHA-256.
+
+    \b
+    Examples:
+      tagger train
+      tagger train my_labelled.jsonl --no-activate
+      tagger train --feedback          # include agents' tag corrections
+    """
+    from tagger import data as data_mod
+    from tagger.evaluate import evaluate, format_report
+    from tagger.model import train as fit
+    from tagger.registry import Registry
+
+    started = time.perf_counter()
+
+    def say(msg: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
+
+    data_dir = data_dir or settings.data_dir
+    say(f"reading {data_dir}")
+    train_set, test_set = data_mod.load_corpus(data_dir, extra)
+    if no_holdout:
+        train_set, test_set = train_set + test_set, []
+    if feedback:
+        from tagger.feedback import feedback_examples
+
+        fb = feedback_examples(settings)
+        say(f"adding {len(fb)} agent corrections from the store")
+        train_set += fb
+    say(f"{len(train_set)} training and {len(test_set)} held-out messages "
+        f"({len({e.batch for e in test_set})} held-out batches)")
+    tagger = fit(train_set, random_state=seed, progress=say)
+    metrics = {}
+    if test_set:
+        say("evaluating on the held-out split")
+        metrics = evaluate(tagger, test_set)
+        click.echo(format_report(metrics), err=True)
+    meta = {
+        "data_hash": data_mod.data_hash(train_set),
+        "n_train": len(train_set),
+        "n_test": len(test_set),
+        "holdout": "none" if no_holdout else f"files whose batch number is a multiple of {data_mod.HOLDOUT_EVERY}",
+        "metrics": metrics,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "params": tagger.metadata,
+    }
+    registry = Registry(models_dir or settings.models_dir)
+    version = registry.save(tagger, meta)
+    say(f"saved {registry.root / version}")
+    if activate:
+        try:
+            registry.activate(version, force=force, max_drop=settings.activation_max_drop)
+            say(f"activated {version}")
+        except TaggerError as exc:
+            say(f"not activated: {exc}")
+            sys.exit(3)
+    click.echo(version)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_path", help="Model version or folder (default: the active model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw both confusion matrices into this PNG.")
+@click.option("--compare", nargs=2, metavar="OLD NEW", help="Evaluate two model versions side by side.")
+@pass_settings
+def evaluate(settings: Settings, files, model_path, as_json, plot, compare) -> None:
+    """Precision/recall/F1 per class, macro-F1, accuracy per language and confusion matrices.
+
+    Without FILES it evaluates the held-out split of training_data/ (never used for training).
+
+    \b
+    Examples:
+      tagger evaluate
+      tagger evaluate tickets_labelled.jsonl --json
+      tagger evaluate --compare v20261101-120000-ab12cd34 v20261123-090000-ef56ab78
+      tagger evaluate --plot confusion.png
+    """
+    from tagger import data as data_mod
+    from tagger.evaluate import compare as compare_reports
+    from tagger.evaluate import evaluate as run_eval
+    from tagger.evaluate import format_report, plot_confusion
+    from tagger.registry import Registry, load_tagger
+
+    if files:
+        examples = [ex for f in files for ex in data_mod.read_examples(f)]
+    else:
+        examples = data_mod.load_corpus(settings.data_dir)[1]
+    if not examples:
+        raise click.ClickException("nothing to evaluate: no labelled messages")
+    if compare:
+        registry = Registry(settings.models_dir)
+        old, new = (run_eval(registry.load(v), examples) for v in compare)
+        click.echo(json.dumps({"old": old, "new": new}, indent=2) if as_json else compare_reports(old, new))
+        return
+    tagger = load_tagger(_model_path(settings, model_path))
+    report = run_eval(tagger, examples)
+    report["model"] = tagger.metadata.get("version")
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
+    if plot:
+        plot_confusion(report, plot)
+        click.echo(f"wrote {plot}", err=True)
+
+
+def _model_path(settings: Settings, model: str | None) -> str:
+    if not model:
+        return str(Path(settings.models_dir) / "current")
+    if Path(model).exists():
+        return model
+    return str(Path(settings.models_dir) / model)
+
+
+# ------------------------------------------------------------------------------------------------ classify
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--input", "input_file", type=click.File("rb"), help="JSONL file (default: stdin when no TEXT).")
+@click.option("--channel", type=click.Choice(["ticket", "chat", "social"]), help="Channel of TEXT.")
+@click.option("--explain", is_flag=True, help="Add the terms that drove each label.")
+@click.option("--model", "model_path", help="Model version or folder (default: the active model).")
+@click.option("--threshold", type=float, help="Review threshold (default from settings).")
+@click.option("--batch-size", default=1000, show_default=True, hidden=True)
+@pass_settings
+def classify(settings: Settings, text, input_file, channel, explain, model_path, threshold, batch_size) -> None:
+    """Classify one message (TEXT) or many (JSONL on stdin or --input), printing JSONL.
+
+    Each input line is a JSON object with at least "text" (other fields are kept); a bare
+    JSON string is taken as the text. Output adds stage, stage_confidence, sentiment,
+    sentiment_confidence, lang, review and tags (and explain with --explain). A line that
+    cannot be read gives {"error": ..., "line": N} in its place, and the exit code is 1.
+
+    \b
+    Examples:
+      tagger classify "Mans pasūtījums vēl nav atnācis, jau 2 nedēļas!"
+      echo '{"id": 7, "text": "Coupon fails at checkout", "channel": "chat"}' | tagger classify
+      tagger classify --input tickets.jsonl --explain > tagged.jsonl
+    """
+    from tagger.registry import load_tagger
+
+    tagger = load_tagger(_model_path(settings, model_path),
+                         review_threshold=threshold if threshold is not None else settings.review_threshold,
+                         stage_prefix=settings.stage_tag_prefix, sentiment_prefix=settings.sentiment_tag_prefix)
+    out = click.get_text_stream("stdout")
+
+    def emit(records: list[dict]) -> None:
+        good = [r for r in records if "error" not in r]
+        preds = tagger.predict_many([r["text"] for r in good], [r.get("channel") for r in good], explain=explain)
+        it = iter(preds)
+        for r in records:
+            if "error" not in r:
+                r.update(next(it).to_dict())
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+        out.flush()
+
+    if text is not None:
+        emit([{"text": text, **({"channel": channel} if channel else {})}])
+        return
+    stream = input_file or click.get_binary_stream("stdin")
+    failed = 0
+    batch: list[dict] = []
+    for number, raw in enumerate(stream, 1):
+        record = _read_line(raw, number)
+        if record is None:
+            continue
+        failed += "error" in record
+        batch.append(record)
+        if len(batch) >= batch_size:
+            emit(batch)
+            batch = []
+    if batch:
+        emit(batch)
+    if failed:
+        click.echo(f"{failed} line(s) could not be read", err=True)
+        sys.exit(1)
+
+
+def _read_line(raw: bytes, number: int) -> dict | None:
+    """One JSONL input line -> a record with "text", an {"error"} record, or None for a blank line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return {"error": f"not valid UTF-8 at byte {exc.start}", "line": number}
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return {"error": f"not valid JSON: {exc.msg}", "line": number}
+    if isinstance(record, str):
+        record = {"text": record}
+    if not isinstance(record, dict):
+        return {"error": "expected a JSON object with a \"text\" field", "line": number}
+    if not isinstance(record.get("text"), str):
+        return {"error": "missing \"text\" (a string)", "line": number, "input": record}
+    return record
+
+
+# -------------------------------------------------------------------------------------------------- models
+@cli.group()
+def models() -> None:
+    """List, inspect, activate and roll back model versions.
+
+    \b
+    Examples:
+      tagger models list
+      tagger models show v20261123-101500-1a2b3c4d
+      tagger models activate v20261123-101500-1a2b3c4d
+      tagger models rollback
+    """
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def models_list(settings: Settings, as_json: bool) -> None:
+    """Every version with its date, held-out macro-F1 and data hash; * marks the active one.
+
+    \b
+    Example:
+      tagger models list
+    """
+    from tagger.registry import Registry
+
+    registry = Registry(settings.models_dir)
+    versions = registry.versions()
+    current = registry.current() if versions else None
+    rows = []
+    for v in versions:
+        meta = registry.metadata(v)
+        m = meta.get("metrics", {})
+        rows.append({"version": v, "active": v == current, "created": meta.get("created"),
+                     "stage_macro_f1": m.get("stage", {}).get("macro_f1"),
+                     "sentiment_macro_f1": m.get("sentiment", {}).get("macro_f1"),
+                     "n_train": meta.get("n_train"), "data_hash": meta.get("data_hash", "")[:12],
+                     "size_bytes": meta.get("size_bytes")})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"  {'version':<30}{'created':<27}{'stage F1':>9}{'sent. F1':>9}{'train':>7}  data")
+    for r in rows:
+        f = lambda x: f"{x:.3f}" if isinstance(x, float) else "-"  # noqa: E731
+        click.echo(f"{'*' if r['active'] else ' '} {r['version']:<30}{r['created'] or '':<27}"
+                   f"{f(r['stage_macro_f1']):>9}{f(r['sentiment_macro_f1']):>9}{r['n_train'] or 0:>7}  {r['data_hash']}")
+
+
+@models.command("show")
+@click.argument("version", required=False)
+@pass_settings
+def models_show(settings: Settings, version: str | None) -> None:
+    """The full metadata of one version (default: the active one).
+
+    \b
+    Example:
+      tagger models show
+    """
+    from tagger.registry import Registry
+
+    registry = Registry(settings.models_dir)
+    click.echo(json.dumps(registry.metadata(version or registry.current()), indent=2, ensure_ascii=False))
+
+
+@models.command("activate")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Activate even if macro-F1 dropped more than allowed.")
+@pass_settings
+def models_activate(settings: Settings, version: str, force: bool) -> None:
+    """Make VERSION the active model; a running `tagger serve` picks it up without a restart.
+
+    \b
+    Example:
+      tagger models activate v20261123-101500-1a2b3c4d
+    """
+    from tagger.registry import Registry
+
+    Registry(settings.models_dir).activate(version, force=force, max_drop=settings.activation_max_drop)
+    click.echo(f"active: {version}")
+
+
+@models.command("rollback")
+@pass_settings
+def models_rollback(settings: Settings) -> None:
+    """Re-activate the version that was active before the current one.
+
+    \b
+    Example:
+      tagger models rollback
+    """
+    from tagger.registry import Registry
+
+    click.echo(f"active: {Registry(settings.models_dir).rollback()}")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Check and describe the labelled corpus."""
+
+
+@data.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@pass_settings
+def data_check(settings: Settings, paths) -> None:
+    """Validate corpus files; the first error names the file and the line.
+
+    \b
+    Example:
+      tagger data check training_data/lv/lv_03.jsonl
+    """
+    from tagger import data as data_mod
+
+    files = [Path(p) for p in paths if Path(p).is_file()]
+    for p in paths or [settings.data_dir]:
+        if Path(p).is_dir():
+            files += data_mod.corpus_files(p)
+    n = sum(len(data_mod.read_examples(f)) for f in files)
+    click.echo(f"ok: {n} messages in {len(files)} files")
+
+
+@data.command("counts")
+@click.option("--write", "readme", type=click.Path(dir_okay=False),
+              help="Replace the counts section of this README (between the COUNTS markers).")
+@pass_settings
+def data_counts(settings: Settings, readme: str | None) -> None:
+    """Counts per language, stage and sentiment, for the whole corpus and the held-out split.
+
+    \b
+    Example:
+      tagger data counts --write training_data/README.md
+    """
+    from tagger import data as data_mod
+
+    train_set, test_set = data_mod.load_corpus(settings.data_dir)
+    text = ("All messages:\n\n" + data_mod.counts_table(train_set + test_set)
+            + "\nHeld-out split (never trained on):\n\n" + data_mod.counts_table(test_set))
+    if not readme:
+        click.echo(text)
+        return
+    path = Path(readme)
+    body = path.read_text(encoding="utf-8")
+    start, end = "<!-- COUNTS:START (tagger data counts --write) -->", "<!-- COUNTS:END -->"
+    if start not in body or end not in body:
+        raise click.ClickException(f"{readme} has no {start} ... {end} markers")
+    head, rest = body.split(start, 1)
+    path.write_text(head + start + "\n" + text + rest[rest.index(end):], encoding="utf-8")
+    click.echo(f"updated {readme}")
+
+
+def main() -> None:  # pragma: no cover
+    cli()
