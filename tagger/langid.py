@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tagger.text import has_letters
+from tagger.text import has_letters, without_placeholders
 
 UNKNOWN = "und"  # ISO 639-2 "undetermined": empty, emoji-only or junk input
 
@@ -19,5 +19,5 @@ def detect(text: str) -> str:
     """ISO 639-1 code of the text's language (`und` when there is nothing to tell from)."""
     if not text or not has_letters(text):
         return UNKNOWN
-    lang, _score = _identifier().classify(text[:1000])
+    lang, _score = _identifier().classify(without_placeholders(text[:1000]))
     return lang

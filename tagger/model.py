@@ -140,7 +140,7 @@ class Tagger:
     def _top_terms(self, x, task: str, label: str, k: int = 6) -> list[list[Any]]:
         """The terms of this message that pushed hardest towards `label` (feature value x weight)."""
         if self._feature_names is None:
-            self._feature_names = self.featurizer.get_feature_names_out()
+            self._feature_names = feature_names(self.featurizer)
         head = self.heads[task]
         base = head.calibrated_classifiers_[0].estimator
         row = list(base.classes_).index(label)
@@ -151,9 +151,23 @@ class Tagger:
         for o in order:
             if contrib[o] <= 0:
                 break
-            name = str(self._feature_names[x.indices[o]]).split("__", 1)[-1]
-            terms.append([name, round(float(contrib[o]), 4)])
+            terms.append([str(self._feature_names[x.indices[o]]), round(float(contrib[o]), 4)])
         return terms
+
+
+def feature_names(featurizer: FeatureUnion) -> np.ndarray:
+    """Readable names of every feature: char n-grams quoted (they may hold spaces), words plain,
+    the channel as `channel=chat`."""
+    names: list[str] = []
+    for kind, pipe in featurizer.transformer_list:
+        last = pipe.steps[-1][1]
+        if kind == "channel":
+            names += [f"channel={c}" for c in last.categories_[0]]
+        elif kind == "char":
+            names += [repr(n) for n in last.get_feature_names_out()]
+        else:
+            names += list(last.get_feature_names_out())
+    return np.asarray(names, dtype=object)
 
 
 def _rows(examples: Sequence[Example]) -> list[tuple[str, str]]:

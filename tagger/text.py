@@ -68,6 +68,15 @@ def clean(raw: str | bytes | None) -> str:
     return text[:MAX_CHARS]
 
 
+_PLACEHOLDER = re.compile(r"\b(?:URL|EMAIL|NUM)\b")
+
+
+def without_placeholders(text: str) -> str:
+    """The cleaned text minus the URL/EMAIL/NUM placeholders `clean` put in."""
+    return _PLACEHOLDER.sub(" ", text)
+
+
 def has_letters(text: str) -> bool:
-    """True when the text holds at least one letter in any script (emoji-only and junk hold none)."""
-    return any(ch.isalpha() for ch in text)
+    """True when the text holds at least one letter in any script, placeholders aside
+    (emoji-only, numbers-only and junk hold none)."""
+    return any(ch.isalpha() for ch in without_placeholders(text))

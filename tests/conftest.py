@@ -1,0 +1,36 @@
+"""Shared fixtures: the real shipped model, and the real corpus."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+DATA = ROOT / "training_data"
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The model committed in models/ (the one `make run` uses), loaded and SHA-256 verified."""
+    from tagger.model import Tagger
+
+    return Tagger.load(str(MODELS / "current"))
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """(train, held-out) examples of training_data/."""
+    from tagger.data import load_corpus
+
+    return load_corpus(DATA)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, corpus):
+    """A model trained here, in the test session, on three languages of the train split: for tests
+    of the train/save/load cycle that must not depend on the shipped file."""
+    from tagger.model import train
+
+    train_set = [e for e in corpus[0] if e.lang in ("en", "lv", "zh")]
+    return train(train_set, random_state=0)

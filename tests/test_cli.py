@@ -1,0 +1,108 @@
+"""The CLI, run as a user runs it (click's CliRunner for most, one real subprocess)."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from tagger.cli import cli
+
+from .conftest import MODELS, ROOT
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    monkeypatch.setenv("TAGGER_MODELS_DIR", str(MODELS))
+    return CliRunner()
+
+
+def test_classify_one_message_as_argument(runner):
+    result = runner.invoke(cli, ["classify", "Mans pasūtījums vēl nav atnācis, jau 2 nedēļas!"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"text", "stage", "stage_confidence", "sentiment", "sentiment_confidence", "lang", "tags"} <= set(out)
+    assert out["lang"] == "lv"
+
+
+def test_classify_jsonl_keeps_input_fields_and_reports_bad_lines(runner):
+    stdin = "\n".join([
+        json.dumps({"id": 1, "text": "Coupon code fails at checkout", "channel": "chat"}),
+        "not json at all",
+        json.dumps("a bare string is a text"),
+        "",
+        json.dumps({"id": 4, "no_text": True}),
+        json.dumps({"id": 5, "text": "5 stars, best shop in Riga!"}),
+    ]) + "\n"
+    result = runner.invoke(cli, ["classify", "--explain"], input=stdin)
+    assert result.exit_code == 1
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(lines) == 5  # the blank line is skipped, every other line answers in order
+    assert lines[0]["id"] == 1 and lines[0]["channel"] == "chat" and "explain" in lines[0]
+    assert lines[1] == {"error": "not valid JSON: Expecting value", "line": 2}
+    assert lines[2]["text"] == "a bare string is a text" and "stage" in lines[2]
+    assert lines[3]["line"] == 5 and "missing" in lines[3]["error"]
+    assert lines[4]["id"] == 5 and lines[4]["stage"]
+
+
+def test_classify_input_file(runner, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "Kur ir mana paka?"}) + "\n", encoding="utf-8")
+    result = runner.invoke(cli, ["classify", "--input", str(src)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["lang"] == "lv"
+
+
+def test_evaluate_prints_per_class_per_language_and_confusion(runner, tmp_path):
+    out_png = tmp_path / "cm.png"
+    result = runner.invoke(cli, ["evaluate", "--plot", str(out_png)])
+    assert result.exit_code == 0, result.output
+    for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", " lv "):
+        assert needle in result.stdout
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_json_on_a_given_file(runner, tmp_path):
+    f = tmp_path / "gold.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"text": "Ordered a lamp 3 weeks ago, still nothing. Where is it?", "stage": "smot", "sentiment": "negative", "lang": "en"},
+        {"text": "Do you ship to Latvia?", "stage": "zmot", "sentiment": "neutral", "lang": "en"},
+    ]) + "\n", encoding="utf-8")
+    result = runner.invoke(cli, ["evaluate", str(f), "--json"])
+    report = json.loads(result.stdout)
+    assert report["n"] == 2 and report["stage"]["per_lang"]["en"]["n"] == 2
+
+
+def test_broken_training_file_names_file_and_line(runner, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "stage": "smot", "sentiment": "neutral"}\n{"text": "x", "stage": "bogus", "sentiment": "neutral"}\n')
+    result = runner.invoke(cli, ["data", "check", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:2" in result.output and "stage" in result.output and "Traceback" not in result.output
+
+
+def test_train_writes_a_verified_version_with_metrics(runner, tmp_path):
+    data = tmp_path / "data"
+    for lang in ("en", "lv"):
+        (data / lang).mkdir(parents=True)
+        for src in sorted((ROOT / "training_data" / lang).glob("*.jsonl"))[:5]:
+            (data / lang / src.name).write_bytes(src.read_bytes())
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["train", "--data", str(data), "--models", str(models)])
+    assert result.exit_code == 0, result.output
+    version = result.stdout.strip().splitlines()[-1]
+    meta = json.loads((models / version / "metadata.json").read_text())
+    assert meta["metrics"]["stage"]["per_class"]["smot"]["support"] > 0
+    assert meta["n_test"] > 0 and len(meta["sha256"]) == 64
+    listed = runner.invoke(cli, ["models", "list", "--json"], env={"TAGGER_MODELS_DIR": str(models)})
+    assert json.loads(listed.stdout)[0]["active"] is True
+
+
+def test_console_script_runs_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "tagger.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 or "Usage" in proc.stdout
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "tagger") if (ROOT / ".venv/bin/tagger").exists() else "tagger", "classify"],
+        input='{"text":"Mans pasūtījums vēl nav atnācis, jau 2 nedēļas!"}\n', capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stage"] and out["sentiment"] and "stage_confidence" in out

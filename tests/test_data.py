@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from tagger.data import HOLDOUT_EVERY, corpus_files, is_holdout, load_corpus, read_examples
+from tagger.errors import DataError
+from tagger.labels import CORE_LANGS, SENTIMENTS, STAGES
+
+
+def _write(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines) + b"\n")
+    return path
+
+
+GOOD = json.dumps({"text": "Where is my parcel?", "stage": "smot", "sentiment": "neutral", "channel": "chat", "lang": "en"})
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ('{"text": "x", "stage": "smot"', "not valid JSON"),
+    ('{"text": "x", "stage": "nope", "sentiment": "neutral"}', "field 'stage'"),
+    ('{"text": "x", "stage": "smot", "sentiment": "meh"}', "field 'sentiment'"),
+    ('{"stage": "smot", "sentiment": "neutral"}', "field 'text'"),
+    ('{"text": "x", "stage": "smot", "sentiment": "neutral", "channel": "fax"}', "field 'channel'"),
+    ('["a list"]', "expected a JSON object"),
+    (b'{"text": "\xff", "stage": "smot", "sentiment": "neutral"}', "not valid UTF-8"),
+])
+def test_a_broken_line_names_file_and_line(tmp_path, bad, reason):
+    path = _write(tmp_path, "x_01.jsonl", [GOOD, GOOD, bad])
+    with pytest.raises(DataError) as err:
+        read_examples(path)
+    assert err.value.line == 3 and str(path) in str(err.value) and reason in str(err.value)
+
+
+def test_csv_is_read_and_a_missing_column_is_named(tmp_path):
+    ok = tmp_path / "a.csv"
+    ok.write_text('text,stage,sentiment\n"Hello, is the Pro plan cheaper yearly?",zmot,neutral\n', encoding="utf-8")
+    assert read_examples(ok)[0].stage == "zmot"
+    bad = tmp_path / "b.csv"
+    bad.write_text("text,stage\nhi,zmot\n", encoding="utf-8")
+    with pytest.raises(DataError, match="sentiment"):
+        read_examples(bad)
+
+
+def test_holdout_is_made_of_whole_batches():
+    assert is_holdout(f"training_data/lv/lv_{HOLDOUT_EVERY:02d}.jsonl")
+    assert not is_holdout("training_data/lv/lv_01.jsonl")
+    assert not is_holdout("extra.jsonl")
+
+
+def test_corpus_meets_the_brief(corpus):
+    """Issue 2: >= 300 messages per core language, every stage and sentiment in every language."""
+    train, test = corpus
+    everything = train + test
+    for lang in CORE_LANGS:
+        mine = [e for e in everything if e.lang == lang]
+        assert len(mine) >= 300, f"{lang}: only {len(mine)} messages"
+        assert {e.stage for e in mine} == set(STAGES), lang
+        assert {e.sentiment for e in mine} == set(SENTIMENTS), lang
+        assert any(e in test for e in mine), f"{lang}: no held-out batch"
+
+
+def test_no_text_is_both_in_train_and_held_out(corpus):
+    train, test = corpus
+    assert not {e.text.strip().lower() for e in train} & {e.text.strip().lower() for e in test}
+
+
+def test_no_exact_duplicates_in_the_corpus():
+    seen = {}
+    for path in corpus_files("training_data"):
+        for ex in read_examples(path):
+            assert ex.text not in seen, f"{ex.source} repeats {seen[ex.text]}"
+            seen[ex.text] = ex.source
+
+
+def test_extra_files_go_to_training(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    _write(d, "en_01.jsonl", [GOOD])
+    _write(d, f"en_{HOLDOUT_EVERY:02d}.jsonl", [GOOD.replace("Where", "When")])
+    extra = _write(tmp_path, "extra.jsonl", [GOOD.replace("parcel", "box")])
+    train, test = load_corpus(d, [extra])
+    assert len(train) == 2 and len(test) == 1
