@@ -96,6 +96,7 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
         click.echo(format_report(metrics), err=True)
     meta = {
         "data_hash": data_mod.data_hash(train_set),
+        "test_hash": data_mod.data_hash(test_set),
         "n_train": len(train_set),
         "n_test": len(test_set),
         "holdout": "none" if no_holdout else f"files whose batch number is a multiple of {data_mod.HOLDOUT_EVERY}",
@@ -108,7 +109,8 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
     say(f"saved {registry.root / version}")
     if activate:
         try:
-            registry.activate(version, force=force, max_drop=settings.activation_max_drop)
+            registry.activate(version, force=force, max_drop=settings.activation_max_drop,
+                              heldout=test_set or None)
             say(f"activated {version}")
         except TaggerError as exc:
             say(f"not activated: {exc}")
@@ -199,7 +201,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
     tagger = load_tagger(_model_path(settings, model_path),
                          review_threshold=threshold if threshold is not None else settings.review_threshold,
                          stage_prefix=settings.stage_tag_prefix, sentiment_prefix=settings.sentiment_tag_prefix)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
 
     def emit(records: list[dict]) -> None:
         good = [r for r in records if "error" not in r]
@@ -214,7 +216,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
     if text is not None:
         emit([{"text": text, **({"channel": channel} if channel else {})}])
         return
-    stream = input_file or click.get_binary_stream("stdin")
+    stream = input_file or sys.stdin.buffer
     failed = 0
     batch: list[dict] = []
     for number, raw in enumerate(stream, 1):
@@ -325,13 +327,19 @@ def models_show(settings: Settings, version: str | None) -> None:
 def models_activate(settings: Settings, version: str, force: bool) -> None:
     """Make VERSION the active model; a running `tagger serve` picks it up without a restart.
 
+    Both the current and the new model are evaluated on the held-out split first; activation is
+    refused when macro-F1 drops by more than TAGGER_ACTIVATION_MAX_DROP (default 0.02), unless --force.
+
     \b
     Example:
       tagger models activate v20261123-101500-1a2b3c4d
     """
+    from tagger.data import load_corpus
     from tagger.registry import Registry
 
-    Registry(settings.models_dir).activate(version, force=force, max_drop=settings.activation_max_drop)
+    heldout = None if force else load_corpus(settings.data_dir)[1]
+    Registry(settings.models_dir).activate(version, force=force, max_drop=settings.activation_max_drop,
+                                           heldout=heldout)
     click.echo(f"active: {version}")
 
 

@@ -1,11 +1,21 @@
-"""Language detection with py3langid, whose model ships inside the package (no network at run time)."""
+"""Language detection with py3langid, whose model ships inside the package (no network at run time).
+
+`detect_many` runs py3langid's byte-level automaton for a whole batch in lockstep with numpy, instead
+of one Python loop iteration per byte per message; it gives the same answers as `py3langid.classify`
+(tests/test_langid.py checks this) at a fraction of the cost.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
+import scipy.sparse as sp
+
 from tagger.text import has_letters, without_placeholders
 
-UNKNOWN = "und"  # ISO 639-2 "undetermined": empty, emoji-only or junk input
+UNKNOWN = "und"       # ISO 639-2 "undetermined": empty, emoji-only or junk input
+LANGID_BYTES = 400    # enough to tell a language; the automaton costs time per byte
+SMALL_BATCH = 16      # below this, py3langid's own per-message walk is faster
 
 
 @lru_cache(maxsize=1)
@@ -15,9 +25,71 @@ def _identifier():
     return _load_identifier(norm_probs=False)
 
 
+@lru_cache(maxsize=1)
+def _tables():
+    ident = _identifier()
+    nextmove = np.frombuffer(ident.tk_nextmove, dtype=np.dtype(ident.tk_nextmove.typecode)).astype(np.int64)
+    rowbase = np.asarray(ident._rowbase, dtype=np.int64)
+    output = np.asarray(ident.tk_output, dtype=np.int64)
+    ptc = ident.nb_ptc.astype(np.float32)
+    return ident, nextmove, rowbase, output, ptc
+
+
+def _encode(text: str) -> bytes:
+    import unicodedata
+
+    if text.isupper():
+        text = text.lower()
+    data = unicodedata.normalize("NFC", text).encode("utf8", errors="surrogatepass")
+    if len(data) > LANGID_BYTES:  # cut on a character boundary
+        data = data[:LANGID_BYTES].decode("utf8", errors="ignore").encode("utf8")
+    return data
+
+
+def detect_many(texts: list[str]) -> list[str]:
+    """ISO 639-1 code of each text's language (`und` when there is nothing to tell from)."""
+    ident, nextmove, rowbase, output, ptc = _tables()
+    todo = [i for i, t in enumerate(texts) if t and has_letters(t)]
+    result = [UNKNOWN] * len(texts)
+    if not todo:
+        return result
+    encoded = [_encode(without_placeholders(texts[i])) for i in todo]
+    if len(encoded) < SMALL_BATCH:  # lockstep pays off only across many messages
+        from py3langid.langid import RAW_FLOOR
+
+        for i, data in zip(todo, encoded, strict=True):
+            lang, score = ident.classify(data)
+            result[i] = UNKNOWN if score == RAW_FLOOR else lang
+        return result
+    lengths = np.array([len(b) for b in encoded])
+    width = int(lengths.max())
+    grid = np.zeros((len(encoded), width), dtype=np.int64)
+    for r, b in enumerate(encoded):
+        grid[r, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+    state = np.zeros(len(encoded), dtype=np.int64)
+    rows, feats = [], []
+    for col in range(width):
+        live = np.flatnonzero(lengths > col)
+        state[live] = nextmove[rowbase[state[live]] + grid[live, col]]
+        f = output[state[live]]
+        hit = f >= 0
+        rows.append(live[hit])
+        feats.append(f[hit])
+    r, f = np.concatenate(rows), np.concatenate(feats)
+    counts = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, f)), shape=(len(encoded), ptc.shape[0]))
+    counts.sum_duplicates()
+    np.log1p(counts.data, out=counts.data)
+    scores = np.asarray(counts @ ptc) + ident.nb_pc
+    for i, j in ident._alias_pairs:  # script aliases (srl -> sr) share one label
+        scores[:, i] = np.maximum(scores[:, i], scores[:, j])
+        scores[:, j] = -np.inf
+    best = scores.argmax(axis=1)
+    featureless = np.diff(counts.indptr) == 0
+    for k, i in enumerate(todo):
+        result[i] = UNKNOWN if featureless[k] else ident.nb_classes[best[k]]
+    return result
+
+
 def detect(text: str) -> str:
-    """ISO 639-1 code of the text's language (`und` when there is nothing to tell from)."""
-    if not text or not has_letters(text):
-        return UNKNOWN
-    lang, _score = _identifier().classify(without_placeholders(text[:1000]))
-    return lang
+    """ISO 639-1 code of one text's language."""
+    return detect_many([text])[0]

@@ -93,6 +93,8 @@ class Registry:
                 "size_bytes": (tmp / MODEL_FILE).stat().st_size,
             }
             _write_json_atomic(tmp / META_FILE, meta)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the service may run as another user
+            os.chmod(tmp / META_FILE, 0o644)
             self.root.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, folder)
         finally:
@@ -115,14 +117,26 @@ class Registry:
             raise ModelError(f"no trained model in {self.root}: run `tagger train` first")
         return versions[-1]
 
-    def activate(self, version: str, *, force: bool = False, max_drop: float | None = None) -> str:
+    def activate(self, version: str, *, force: bool = False, max_drop: float | None = None,
+                 heldout: list | None = None) -> str:
         """Make `version` the active model. Refuses one whose macro-F1 fell by more than `max_drop`
-        against the current one (either task), unless `force`."""
-        self.metadata(version)  # exists?
+        against the current one (either task), unless `force`. Both are measured on the same messages:
+        `heldout` when given (both models are evaluated on it), else the metrics stored at training,
+        which are only compared when they come from the same held-out set (same `test_hash`)."""
+        new_meta = self.metadata(version)
         state = self._active_state()
         previous = state.get("current")
         if previous and previous != version and max_drop is not None and not force:
-            drops = metric_drops(self.metadata(previous), self.metadata(version))
+            old_meta = self.metadata(previous)
+            if heldout:
+                from tagger.evaluate import evaluate
+
+                old_meta = {"metrics": evaluate(self.load(previous), heldout)}
+                new_meta = {"metrics": evaluate(self.load(version), heldout)}
+            elif old_meta.get("test_hash") != new_meta.get("test_hash"):
+                raise ModelError(f"{previous} and {version} were measured on different held-out sets; "
+                                 "pass the held-out messages to compare them (the CLI does), or use --force")
+            drops = metric_drops(old_meta, new_meta)
             worst = {task: d for task, d in drops.items() if d > max_drop}
             if worst:
                 detail = ", ".join(f"{t} macro-F1 -{d:.3f}" for t, d in worst.items())

@@ -8,7 +8,7 @@ from tagger.registry import META_FILE, MODEL_FILE, Registry, load_tagger
 
 
 def _save(registry, model, f1_stage=0.9, f1_sent=0.9):
-    return registry.save(model, {"data_hash": "ab" * 32, "metrics": {
+    return registry.save(model, {"data_hash": "ab" * 32, "test_hash": "cd" * 32, "metrics": {
         "stage": {"macro_f1": f1_stage}, "sentiment": {"macro_f1": f1_sent}}})
 
 
@@ -56,3 +56,15 @@ def test_missing_model_says_what_to_do(tmp_path):
         Registry(tmp_path).current()
     with pytest.raises(ModelError, match="no model version"):
         Registry(tmp_path).load("v-nope")
+
+
+def test_activation_guard_measures_both_models_on_the_same_messages(tmp_path, small_model, corpus):
+    """Stored metrics from different held-out sets are not comparable: the guard re-evaluates."""
+    registry = Registry(tmp_path)
+    first = registry.save(small_model, {"test_hash": "one", "metrics": {"stage": {"macro_f1": 0.99}}})
+    registry.activate(first)
+    second = registry.save(small_model, {"test_hash": "two", "metrics": {"stage": {"macro_f1": 0.10}}})
+    with pytest.raises(ModelError, match="different held-out sets"):
+        registry.activate(second, max_drop=0.02)
+    # the same model evaluated on the same messages has not dropped at all, whatever the stored figures say
+    assert registry.activate(second, max_drop=0.02, heldout=corpus[1][:80]) == second
