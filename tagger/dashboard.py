@@ -1,0 +1,167 @@
+"""The team leads' dashboard: one self-contained page (no CDN, no external assets: it works offline)
+and the JSON API behind it.
+
+    GET /dashboard              the page
+    GET /api/summary            stage x sentiment now and in the previous period, daily trend per
+                                stage, share of low-confidence messages
+    GET /api/tickets            the filtered list (same filters as `tagger tickets`)
+
+Access: from 127.0.0.1/::1 it is open. From anywhere else it needs `TAGGER_API_TOKEN`: send it as
+`Authorization: Bearer <token>`, or open `/dashboard?token=<token>` once (the page keeps it in a
+same-site, HTTP-only cookie). Without a configured token, non-local clients get 403 with the reason.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import Counter
+from importlib import resources
+from ipaddress import ip_address
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from tagger.config import Settings
+from tagger.errors import TaggerError
+from tagger.labels import CHANNELS, SENTIMENTS, STAGES
+from tagger.reports import TICKET_COLUMNS, parse_period, parse_when
+from tagger.store import Store, messages
+
+COOKIE = "tagger_token"
+MAX_LIST = 500
+
+
+def _is_local(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")
+
+
+def check_access(request: Request, settings: Settings) -> Response | None:
+    """None when the request may see the dashboard, else the 401/403 answer with its reason."""
+    token = settings.api_token
+    if not token:
+        if _is_local(request):
+            return None
+        return JSONResponse({"status": "forbidden", "reason": "the dashboard is open to localhost only; set "
+                             "TAGGER_API_TOKEN to expose it and send the token"}, status_code=403)
+    offered = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+        or request.query_params.get("token", "") or request.cookies.get(COOKIE, "")
+    if offered and hmac.compare_digest(offered.encode(), token.encode()):
+        return None
+    return JSONResponse({"status": "unauthorized", "reason": "missing or wrong token (Authorization: Bearer "
+                         "<TAGGER_API_TOKEN>, or ?token= on the page URL)"}, status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def _filters(request: Request) -> dict:
+    q = request.query_params
+    out = {}
+    for name, allowed in (("stage", STAGES), ("sentiment", SENTIMENTS), ("channel", CHANNELS)):
+        value = q.get(name) or None
+        if value is not None and value not in allowed:
+            raise TaggerError(f"{name} must be one of {', '.join(allowed)}")
+        out[name] = value
+    out["lang"] = q.get("lang") or None
+    out["helpdesk"] = q.get("helpdesk") or None
+    return out
+
+
+def _float(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise TaggerError(f"{name} must be a number") from exc
+
+
+def summary(store: Store, *, period: dt.timedelta, until: dt.datetime, helpdesk=None, channel=None, lang=None) -> dict:
+    since = until - period
+    filters = {"helpdesk": helpdesk, "channel": channel, "lang": lang}
+    current = store.stage_sentiment_counts(since=since, until=until, **filters)
+    previous = store.stage_sentiment_counts(since=since - period, until=since, **filters)
+    c = messages.c
+    query = sa.select(c.created_at, c.stage, c.review).where(c.created_at >= since, c.created_at < until)
+    for column, value in ((c.helpdesk, helpdesk), (c.channel, channel), (c.lang, lang)):
+        if value:
+            query = query.where(column == value)
+    days = max(1, round(period / dt.timedelta(days=1)))
+    start_day = (until - dt.timedelta(days=days - 1)).date()
+    per_day: Counter = Counter()
+    review = total = 0
+    with store.engine.connect() as conn:
+        for created, stage, is_review in conn.execute(query):
+            per_day[(created.astimezone(dt.UTC).date(), stage)] += 1
+            review += bool(is_review)
+            total += 1
+    dates = [start_day + dt.timedelta(days=i) for i in range(days)]
+    return {
+        "since": since.isoformat(timespec="seconds"), "until": until.isoformat(timespec="seconds"),
+        "current": current, "previous": previous, "total": total, "review": review,
+        "review_share": round(review / total, 4) if total else 0.0,
+        "trend": {"dates": [d.isoformat() for d in dates],
+                  "stages": {s: [per_day[(d, s)] for d in dates] for s in STAGES}},
+    }
+
+
+def dashboard_routes(store: Store, settings: Settings) -> list[Route]:
+    """The routes to mount in the service app."""
+
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            denied = check_access(request, settings)
+            if denied is not None:
+                return denied
+            try:
+                response = await handler(request)
+            except TaggerError as exc:
+                return JSONResponse({"status": "bad request", "reason": str(exc)}, status_code=400)
+            token = request.query_params.get("token")
+            if token and settings.api_token and hmac.compare_digest(token.encode(), settings.api_token.encode()):
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+        return endpoint
+
+    async def page(request: Request) -> Response:
+        html = resources.files("tagger.static").joinpath("dashboard.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-store",
+                                           "Content-Security-Policy": "default-src 'self'; style-src 'self' "
+                                           "'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+
+    async def api_summary(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        period = parse_period(request.query_params.get("period") or "7d")
+        until = parse_when(request.query_params.get("until")) or dt.datetime.now(dt.UTC)
+        f = _filters(request)
+        data = await run_in_threadpool(summary, store, period=period, until=until, helpdesk=f["helpdesk"],
+                                       channel=f["channel"], lang=f["lang"])
+        return JSONResponse(data)
+
+    async def api_tickets(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        f = _filters(request)
+        limit = min(int(_float(request, "limit") or 100), MAX_LIST)
+        rows = await run_in_threadpool(
+            store.list_messages, **f, min_confidence=_float(request, "min_confidence"),
+            max_confidence=_float(request, "max_confidence"), since=parse_when(request.query_params.get("since")),
+            until=parse_when(request.query_params.get("until")), limit=limit)
+        out = []
+        for r in rows:
+            item = {k: r[k] for k in TICKET_COLUMNS}
+            item["created_at"] = r["created_at"].isoformat(timespec="seconds")
+            out.append(item)
+        return JSONResponse({"tickets": out, "count": len(out)})
+
+    return [
+        Route("/dashboard", guarded(page), methods=["GET"]),
+        Route("/api/summary", guarded(api_summary), methods=["GET"]),
+        Route("/api/tickets", guarded(api_tickets), methods=["GET"]),
+    ]
