@@ -1,7 +1,9 @@
 """The one small interface every helpdesk adapter implements (see shared/DESIGN.md).
 
 An adapter knows three things about its helpdesk and nothing else:
-- `verify(headers, body, now)`: is this delivery really from the helpdesk? Raises `WebhookError(401)`.
+- `verify(headers, body, now, query=None)`: is this delivery really from the helpdesk? Raises `WebhookError(401)`.
+  `query` (the request's query parameters) is optional; it is only read by adapters whose helpdesk cannot sign
+  or send a header, and then carries a shared token (`?token=...`).
 - `parse(payload, headers)`: the webhook JSON -> a `Message` (or `None` for an event we deliberately ignore).
   Raises `WebhookError(4xx)` with a reason for payloads it cannot use.
 - `write_tags(client, ticket_id, add, remove)`: put tags on the ticket through the helpdesk's API with the
@@ -13,15 +15,18 @@ Adapters get their API base URL and credentials from the environment (`TAGGER_<N
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 
-from tagger.errors import HelpdeskError, WebhookError
+from tagger.errors import ConfigError, HelpdeskError, WebhookError
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class Message:
 class Adapter(Protocol):
     name: ClassVar[str]
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None: ...
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
+               query: Mapping[str, str] | None = None) -> None: ...
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None: ...
 
@@ -91,8 +97,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from email.utils import parsedate_to_datetime
     import time
+    from email.utils import parsedate_to_datetime
 
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
@@ -110,5 +116,268 @@ def require(payload: Any, *path: str) -> Any:
     return node
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Shared machinery of the adapters (added with the adapters; nothing above was renamed).
+# ---------------------------------------------------------------------------------------------------------
+
+DEFAULT_TOKEN_HEADER = "X-Tagger-Token"
+DEFAULT_TOKEN_PARAM = "token"
+
+_SOCIAL_WORDS = ("facebook", "instagram", "twitter", "tweet", "x_dm", "linkedin", "tiktok", "youtube", "social")
+_CHAT_WORDS = ("chat", "messag", "widget", "sdk", "whatsapp", "sms", "telegram", "wechat", "viber",
+               "sunshine", "livechat", "web_widget")
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, case-insensitively, whether `headers` is Starlette's `Headers` or a plain dict."""
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lowered), None)
+    return value if isinstance(value, str) else None
+
+
+def hmac_digest(secret: str, message: bytes, digest: str = "sha256") -> bytes:
+    return hmac.new(secret.encode(), message, getattr(hashlib, digest)).digest()
+
+
+def hmac_b64(secret: str, message: bytes, digest: str = "sha256") -> str:
+    """base64(HMAC(secret, message)), the form Zendesk and Help Scout put in their signature headers."""
+    return base64.b64encode(hmac_digest(secret, message, digest)).decode()
+
+
+def check_timestamp(timestamp: float, now: float, tolerance_s: float) -> None:
+    """Refuse a signed timestamp outside `now ± tolerance_s` (a replayed or badly delayed delivery)."""
+    if abs(now - timestamp) > tolerance_s:
+        raise WebhookError(401, f"signature timestamp is {int(now - timestamp)} s away from now "
+                                f"(tolerance {int(tolerance_s)} s): stale or replayed delivery")
+
+
+def basic_auth_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` header, or None."""
+    value = get_header(headers, "Authorization") or ""
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def shared_token_ok(headers: Mapping[str, str], query: Mapping[str, str] | None, secret: str, *,
+                    header: str = DEFAULT_TOKEN_HEADER, param: str = DEFAULT_TOKEN_PARAM,
+                    basic: bool = False) -> bool:
+    """True when the shared token arrived in the header, the query string or (if `basic`) HTTP Basic auth.
+
+    For helpdesks that cannot sign their webhooks. Every comparison is constant-time.
+    """
+    candidates: list[str] = []
+    value = get_header(headers, header)
+    if value:
+        candidates.append(value)
+    auth = get_header(headers, "Authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        candidates.append(auth[7:].strip())
+    if query is not None:
+        token = query.get(param)
+        if isinstance(token, str) and token:
+            candidates.append(token)
+    if basic:
+        creds = basic_auth_credentials(headers)
+        if creds:
+            candidates.extend(c for c in creds if c)
+    ok = False
+    for candidate in candidates:
+        ok |= constant_time_equal(candidate, secret)   # no short-circuit: same work for every candidate
+    return ok
+
+
+def stable_event_id(helpdesk: str, *parts: Any) -> str:
+    """A delivery id for helpdesks that send none: the same event always hashes to the same id (dedupe)."""
+    digest = hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
+    return f"{helpdesk}:{digest[:40]}"
+
+
+def get_in(node: Any, *path: str | int) -> Any:
+    """`node[p0][p1]...` or None when any step is missing or of the wrong type (never raises)."""
+    for key in path:
+        if isinstance(key, int) and isinstance(node, list):
+            if not -len(node) <= key < len(node):
+                return None
+            node = node[key]
+        elif isinstance(node, Mapping):
+            node = node.get(str(key) if isinstance(key, int) else key)
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def as_text(value: Any) -> str | None:
+    """A scalar as text (numbers as their decimal form); None for missing, bool, lists and objects."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    return None
+
+
+def is_unrendered(value: str) -> bool:
+    """True when a helpdesk placeholder (`{{ticket.id}}`) reached us unrendered: a misconfigured body."""
+    return "{{" in value and "}}" in value
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def ticket_id_from(value: Any, field_name: str, *, numeric: bool = True) -> str:
+    """A ticket id fit for an API path, or a 422 that names the field."""
+    text = as_text(value)
+    if text is None or not text.strip():
+        raise WebhookError(422, f"missing field {field_name}")
+    text = text.strip()
+    if is_unrendered(text):
+        raise WebhookError(422, f"field {field_name} holds an unrendered placeholder {text[:60]!r}: "
+                                "check the webhook body configured in the helpdesk")
+    if numeric and not (text.isascii() and text.isdigit()):
+        raise WebhookError(422, f"field {field_name} must be a numeric ticket id, got {text[:60]!r}")
+    if not _ID_RE.match(text):
+        raise WebhookError(422, f"field {field_name} is not a valid ticket id: {text[:60]!r}")
+    return text
+
+
+def split_tags(value: Any) -> tuple[str, ...]:
+    """Tags from a list (of strings or `{name|tag: ...}` objects) or from a comma/space separated string."""
+    items: list[str] = []
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                item = item.get("name", item.get("tag"))
+            text = as_text(item)
+            if text and text.strip():
+                items.append(text.strip())
+    elif isinstance(value, str) and not is_unrendered(value):
+        parts = value.split(",") if "," in value else value.split()
+        items = [p.strip() for p in parts if p.strip()]
+    return tuple(dict.fromkeys(items))
+
+
+def channel_from(*values: Any, default: str = "ticket") -> str:
+    """Map a helpdesk's channel/via/source value to `ticket`, `chat` or `social` by keyword."""
+    for value in values:
+        text = (as_text(value) or "").lower()
+        if not text:
+            continue
+        if text in ("ticket", "chat", "social"):
+            return text
+        if any(word in text for word in _SOCIAL_WORDS):
+            return "social"
+        if any(word in text for word in _CHAT_WORDS):
+            return "chat"
+    return default
+
+
+class BaseAdapter:
+    """What every adapter shares: base URL, webhook secret, replay tolerance, and which tags are ours.
+
+    Subclasses implement `verify`, `parse`, `write_tags` and `from_env`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, base_url: str, secret: str | None = None, tolerance_s: float = 300.0,
+                 stage_prefix: str = "mot_", sentiment_prefix: str = "sentiment_"):
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret or None
+        self.tolerance_s = float(tolerance_s)
+        self.stage_prefix = stage_prefix
+        self.sentiment_prefix = sentiment_prefix
+
+    def __repr__(self) -> str:   # never print the secret or credentials
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # -- configuration --------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **common: Any) -> BaseAdapter:
+        """Build the adapter from `TAGGER_<NAME>_*` variables; `common` is what `get_adapter` shares."""
+        raise NotImplementedError
+
+    @classmethod
+    def env_value(cls, env: Mapping[str, str], suffix: str, *, required: bool = True,
+                  default: str | None = None, why: str = "") -> str | None:
+        """`TAGGER_<NAME>_<SUFFIX>` from `env`; a `ConfigError` naming the variable when required and unset."""
+        key = f"TAGGER_{cls.name.upper()}_{suffix}"
+        value = (env.get(key) or "").strip()
+        if value:
+            return value
+        if required and default is None:
+            raise ConfigError(f"{key} is not set{': ' + why if why else ''}")
+        return default
+
+    # -- webhook side ---------------------------------------------------------------------------------
+    def _require_secret(self) -> str:
+        if not self.secret:
+            raise WebhookError(401, f"no webhook secret configured: set TAGGER_{self.name.upper()}_SECRET")
+        return self.secret
+
+    # -- API side -------------------------------------------------------------------------------------
+    def is_own(self, tag: str) -> bool:
+        from tagger.labels import is_own_tag
+
+        return is_own_tag(tag, stage_prefix=self.stage_prefix, sentiment_prefix=self.sentiment_prefix)
+
+    def own_only(self, tags: list[str]) -> list[str]:
+        """The tags of `tags` this tool manages: we never remove anyone else's."""
+        return [t for t in dict.fromkeys(tags) if self.is_own(t)]
+
+    def merged_tags(self, current: list[str], add: list[str], remove: list[str]) -> list[str]:
+        """Union semantics for replace-style APIs: keep every current tag except our stale ones, add ours."""
+        stale = set(self.own_only(remove)) - set(add)
+        kept = [t for t in current if t not in stale]
+        return list(dict.fromkeys(kept + [t for t in add if t not in kept]))
+
+    def api_url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _send(self, client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        """One API call; transport failures and error statuses become `HelpdeskError` (retry decided there)."""
+        try:
+            response = client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise HelpdeskError(f"{what}: {type(exc).__name__}: {exc}", status=None, permanent=False) from exc
+        raise_for_response(response, what)
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise HelpdeskError(f"{what}: response is not JSON: {response.text[:200]!r}",
+                                status=response.status_code, permanent=False) from exc
+
+
+def quote_id(ticket_id: str) -> str:
+    """A ticket id as one URL path segment (ids are validated in parse; this is belt and braces)."""
+    from urllib.parse import quote
+
+    return quote(str(ticket_id), safe="")
+
+
 __all__ = ["Adapter", "Message", "HelpdeskError", "WebhookError", "hmac_hex", "constant_time_equal",
-           "raise_for_response", "parse_retry_after", "require"]
+           "raise_for_response", "parse_retry_after", "require", "BaseAdapter", "get_header", "hmac_digest",
+           "hmac_b64", "check_timestamp", "basic_auth_credentials", "shared_token_ok", "stable_event_id",
+           "get_in", "as_text", "is_unrendered", "ticket_id_from", "split_tags", "channel_from", "quote_id",
+           "DEFAULT_TOKEN_HEADER", "DEFAULT_TOKEN_PARAM"]

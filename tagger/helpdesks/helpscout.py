@@ -1,0 +1,177 @@
+"""Help Scout: the Webhooks app (events `convo.created`, `convo.customer.reply.created`), tags via Mailbox API 2.0.
+
+Contract followed (documentation pages):
+- Webhooks, events and headers: https://developer.helpscout.com/webhooks/ -- `X-HelpScout-Event` names the event,
+  `X-HelpScout-Signature` is `base64(HMAC-SHA1(secret, raw body))`; conversation events carry a Conversation
+  object (https://developer.helpscout.com/webhooks/objects/conversation/; v2 bodies as in
+  https://developer.helpscout.com/mailbox-api/endpoints/conversations/get/ with `_embedded.threads`, legacy
+  bodies with a `threads` list). No timestamp is signed; Help Scout sends no delivery id, so the event id is a
+  hash of conversation id, update time and the message.
+- Tags: https://developer.helpscout.com/mailbox-api/endpoints/conversations/tags/update/ --
+  `PUT /v2/conversations/{id}/tags` with `{"tags": [...]}` REPLACES the tag list ("any tags existing on the
+  conversation that are not part of the payload will be removed"), so we `GET /v2/conversations/{id}` first
+  and send the union.
+- Auth: https://developer.helpscout.com/mailbox-api/overview/authentication/ -- `Authorization: Bearer {token}`;
+  tokens come from the Client Credentials flow, `POST /v2/oauth2/token` with `grant_type=client_credentials`
+  (they expire, so with an app id and secret we fetch and refresh them ourselves).
+- Link to a conversation: `https://secure.helpscout.net/conversation/{id}/{number}/` (Conversation object docs).
+
+Environment: TAGGER_HELPSCOUT_URL (default https://api.helpscout.net), either TAGGER_HELPSCOUT_APP_ID +
+TAGGER_HELPSCOUT_APP_SECRET (preferred) or a ready TAGGER_HELPSCOUT_TOKEN, TAGGER_HELPSCOUT_SECRET (the webhook's
+secret key, 40 characters at most).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from tagger.errors import ConfigError, HelpdeskError, WebhookError
+from tagger.helpdesks.base import (
+    BaseAdapter,
+    Message,
+    as_text,
+    channel_from,
+    constant_time_equal,
+    get_header,
+    get_in,
+    hmac_b64,
+    quote_id,
+    split_tags,
+    stable_event_id,
+    ticket_id_from,
+)
+
+SIGNATURE_HEADER = "X-HelpScout-Signature"
+EVENT_HEADER = "X-HelpScout-Event"
+#: Events about a customer writing; every other event (agent reply, note, status, tags...) is ignored.
+CUSTOMER_EVENTS = {"convo.created", "convo.customer.reply.created"}
+UI_URL = "https://secure.helpscout.net"
+DEFAULT_API_URL = "https://api.helpscout.net"
+
+
+def _customer_thread(threads: Any) -> Mapping[str, Any] | None:
+    """The newest thread written by the customer (threads are newest first; `createdAt` decides if present)."""
+    if not isinstance(threads, list):
+        return None
+    candidates = [
+        t for t in threads
+        if isinstance(t, Mapping)
+        and as_text(get_in(t, "createdBy", "type")) == "customer"
+        and as_text(t.get("type")) not in ("note", "lineitem")
+        and as_text(t.get("body"))
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda t: as_text(t.get("createdAt")) or "") if all(
+        as_text(t.get("createdAt")) for t in candidates) else candidates[0]
+
+
+class HelpScoutAdapter(BaseAdapter):
+    name: ClassVar[str] = "helpscout"
+
+    def __init__(self, *, base_url: str = DEFAULT_API_URL, token: str | None = None, app_id: str | None = None,
+                 app_secret: str | None = None, **common: Any):
+        super().__init__(base_url=base_url, **common)
+        if not token and not (app_id and app_secret):
+            raise ConfigError("Help Scout needs TAGGER_HELPSCOUT_APP_ID and TAGGER_HELPSCOUT_APP_SECRET "
+                              "(client credentials) or TAGGER_HELPSCOUT_TOKEN")
+        self._static_token = token
+        self._app = (app_id, app_secret) if app_id and app_secret else None
+        self._token: str | None = token
+        self._expires_at = float("inf") if token and not self._app else 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **common: Any) -> HelpScoutAdapter:
+        return cls(base_url=cls.env_value(env, "URL", default=DEFAULT_API_URL),
+                   token=cls.env_value(env, "TOKEN", required=False),
+                   app_id=cls.env_value(env, "APP_ID", required=False),
+                   app_secret=cls.env_value(env, "APP_SECRET", required=False),
+                   secret=cls.env_value(env, "SECRET", required=False), **common)
+
+    # -- webhook ----------------------------------------------------------------------------------------
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
+               query: Mapping[str, str] | None = None) -> None:
+        secret = self._require_secret()
+        signature = get_header(headers, SIGNATURE_HEADER)
+        if not signature:
+            raise WebhookError(401, f"missing {SIGNATURE_HEADER} header")
+        if not constant_time_equal(hmac_b64(secret, body, "sha1"), signature.strip()):
+            raise WebhookError(401, "Help Scout webhook signature does not match")
+
+    def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
+        event = get_header(headers, EVENT_HEADER)
+        if not event:
+            raise WebhookError(422, f"missing {EVENT_HEADER} header")
+        if event not in CUSTOMER_EVENTS:
+            return None
+        if not isinstance(payload, Mapping):
+            raise WebhookError(422, "payload must be a JSON object (a Help Scout Conversation)")
+        ticket_id = ticket_id_from(payload.get("id"), "id")
+        threads = get_in(payload, "_embedded", "threads")
+        thread = _customer_thread(threads if threads is not None else payload.get("threads"))
+        if thread is not None:
+            text = as_text(thread.get("body")) or ""
+            thread_id = as_text(thread.get("id"))
+        elif as_text(get_in(payload, "createdBy", "type")) == "user" and event == "convo.created":
+            return None                       # an agent started the conversation: no customer words yet
+        else:
+            text = as_text(payload.get("preview")) or ""   # "a preview of the most recent thread"
+            thread_id = None
+        if not text.strip():
+            raise WebhookError(422, "no customer thread body (and no preview) in the conversation payload")
+        number = as_text(payload.get("number"))
+        updated = as_text(payload.get("userUpdatedAt")) or as_text(payload.get("modifiedAt")) or ""
+        kind = as_text(payload.get("type")) or ""
+        source = as_text(get_in(payload, "source", "type")) or ""
+        channel = "social" if channel_from(source) == "social" else channel_from(kind)
+        return Message(
+            helpdesk=self.name, ticket_id=ticket_id, text=text,
+            event_id=stable_event_id(self.name, ticket_id, event, updated, thread_id, text),
+            channel=channel, subject=as_text(payload.get("subject")) or "", event_type=event,
+            tags=split_tags(payload.get("tags")),
+            url=f"{UI_URL}/conversation/{ticket_id}/{number}/" if number else f"{UI_URL}/conversation/{ticket_id}/",
+            meta={"thread_id": thread_id, "type": kind, "source": source, "from_preview": thread is None},
+        )
+
+    # -- API --------------------------------------------------------------------------------------------
+    def _bearer(self, client: httpx.Client, *, refresh: bool = False) -> dict[str, str]:
+        with self._lock:
+            if self._app and (refresh or not self._token or time.time() >= self._expires_at):
+                app_id, app_secret = self._app
+                response = self._send(client, "POST", self.api_url("/v2/oauth2/token"), "help scout token",
+                                      data={"grant_type": "client_credentials", "client_id": app_id,
+                                            "client_secret": app_secret})
+                data = self._json(response, "help scout token")
+                token = as_text(get_in(data, "access_token"))
+                if not token:
+                    raise HelpdeskError("help scout token: no access_token in the response", permanent=True)
+                expires_in = get_in(data, "expires_in")
+                lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+                self._token, self._expires_at = token, time.time() + max(0.0, lifetime - 60)
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def _call(self, client: httpx.Client, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._send(client, method, self.api_url(path), what, headers=self._bearer(client), **kwargs)
+        except HelpdeskError as exc:
+            if exc.status != 401 or not self._app:
+                raise
+            # an expired or revoked token: fetch a fresh one once
+            return self._send(client, method, self.api_url(path), what,
+                              headers=self._bearer(client, refresh=True), **kwargs)
+
+    def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
+        what = f"help scout conversation {ticket_id}"
+        conversation = self._json(self._call(client, "GET", f"/v2/conversations/{quote_id(ticket_id)}",
+                                             f"get {what}"), f"get {what}")
+        current = list(split_tags(get_in(conversation, "tags")))
+        merged = self.merged_tags(current, add, remove)
+        if merged == current:
+            return
+        self._call(client, "PUT", f"/v2/conversations/{quote_id(ticket_id)}/tags", f"update tags of {what}",
+                   json={"tags": merged})

@@ -1,0 +1,181 @@
+"""Help Scout adapter against Help Scout's documented contract, with a real HTTP server on 127.0.0.1.
+
+Pages: https://developer.helpscout.com/webhooks/ (events, X-HelpScout-Event, X-HelpScout-Signature =
+base64 HMAC-SHA1 of the body), https://developer.helpscout.com/mailbox-api/endpoints/conversations/get/ (the
+Conversation object; the fixture helpdesk_payloads/helpscout_conversation.json is its sample with embedded
+threads), https://developer.helpscout.com/mailbox-api/endpoints/conversations/tags/update/ (PUT
+/v2/conversations/{id}/tags replaces the list, 204), https://developer.helpscout.com/mailbox-api/overview/authentication/
+(Bearer token; Client Credentials flow, POST /v2/oauth2/token).
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+
+from tagger.errors import ConfigError, HelpdeskError, WebhookError
+from tagger.helpdesks.helpscout import HelpScoutAdapter
+
+from .helpdesk_fake import FakeHelpdesk, Reply
+
+PAYLOAD = json.loads((Path(__file__).parent / "helpdesk_payloads" / "helpscout_conversation.json").read_text())
+SECRET = "p6KxsG0ZbD2aV8Ww3Ltq"          # Help Scout secrets are at most 40 characters
+REPLY = {"X-HelpScout-Event": "convo.customer.reply.created"}
+
+
+@pytest.fixture
+def hd():
+    with FakeHelpdesk() as server:
+        yield server
+
+
+def adapter(base_url: str = "https://api.helpscout.net", **auth) -> HelpScoutAdapter:
+    auth = auth or {"token": "f4f4994a875f461ca4d4708b9e027df4"}
+    return HelpScoutAdapter(base_url=base_url, secret=SECRET, **auth)
+
+
+# -- parse ----------------------------------------------------------------------------------------------------
+
+def test_parse_customer_reply_reads_newest_customer_thread():
+    msg = adapter().parse(PAYLOAD, REPLY)
+    assert (msg.helpdesk, msg.ticket_id, msg.subject, msg.channel) == ("helpscout", "123", "Help", "ticket")
+    assert msg.text == "<p>This is what I have to say. Where is my parcel?</p>"
+    assert msg.tags == ("vip",) and msg.event_type == "convo.customer.reply.created"
+    assert msg.url == "https://secure.helpscout.net/conversation/123/12/"
+    assert msg.meta["thread_id"] == "2198262392" and msg.event_id.startswith("helpscout:")
+
+
+def test_parse_legacy_body_with_threads_list_and_string_tags():
+    legacy = {k: v for k, v in PAYLOAD.items() if k != "_embedded"}
+    legacy.update(threads=PAYLOAD["_embedded"]["threads"], tags=["vip", "mot_zmot"])
+    msg = adapter().parse(legacy, {"X-HelpScout-Event": "convo.created"})
+    assert msg.text.startswith("<p>This is what I have") and msg.tags == ("vip", "mot_zmot")
+
+
+def test_parse_chat_conversation_is_chat_and_event_ids_differ_per_thread():
+    chat = copy.deepcopy(PAYLOAD)
+    chat["type"] = "chat"
+    chat["_embedded"]["threads"][0]["type"] = "chat"
+    first = adapter().parse(chat, REPLY)
+    assert first.channel == "chat"
+    chat["_embedded"]["threads"][0].update(id=2198262399, createdAt="2012-03-16T15:00:00Z", body="more")
+    assert adapter().parse(chat, REPLY).event_id != first.event_id
+
+
+def test_parse_falls_back_to_preview_without_threads():
+    bare = {k: v for k, v in PAYLOAD.items() if k != "_embedded"}
+    msg = adapter().parse(bare, REPLY)
+    assert msg.text == "Preview" and msg.meta["from_preview"] is True
+
+
+@pytest.mark.parametrize("event", ["convo.agent.reply.created", "convo.note.created", "convo.status",
+                                   "convo.tags", "convo.assigned", "satisfaction.ratings", "customer.created"])
+def test_parse_ignores_non_customer_events(event):
+    assert adapter().parse(PAYLOAD, {"X-HelpScout-Event": event}) is None
+
+
+def test_parse_ignores_a_conversation_an_agent_started():
+    started = {k: v for k, v in PAYLOAD.items() if k != "_embedded"}
+    started["createdBy"] = {"id": 99, "type": "user"}
+    assert adapter().parse(started, {"X-HelpScout-Event": "convo.created"}) is None
+
+
+@pytest.mark.parametrize("payload,headers,reason", [
+    (PAYLOAD, {}, "X-HelpScout-Event"),
+    ({k: v for k, v in PAYLOAD.items() if k != "id"}, REPLY, "id"),
+    ({"id": 5}, REPLY, "no customer thread"),
+    ([1, 2], REPLY, "JSON object"),
+])
+def test_parse_rejects(payload, headers, reason):
+    with pytest.raises(WebhookError) as err:
+        adapter().parse(payload, headers)
+    assert err.value.status == 422 and reason in err.value.reason
+
+
+# -- verify (base64 HMAC-SHA1 of the raw body) -----------------------------------------------------------------
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return {**REPLY, "X-HelpScout-Signature":
+            base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha1).digest()).decode()}
+
+
+def test_verify_accepts():
+    body = json.dumps(PAYLOAD).encode()
+    adapter().verify(signed(body), body, 0.0)
+
+
+@pytest.mark.parametrize("case", ["tampered", "wrong_secret", "missing", "hex_instead_of_base64"])
+def test_verify_rejects(case):
+    body = json.dumps(PAYLOAD).encode()
+    headers = signed(body)
+    if case == "tampered":
+        body = body.replace(b"parcel", b"parcels")
+    elif case == "wrong_secret":
+        headers = signed(body, "x" * 40)
+    elif case == "missing":
+        headers = dict(REPLY)
+    elif case == "hex_instead_of_base64":
+        headers["X-HelpScout-Signature"] = hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
+    with pytest.raises(WebhookError) as err:
+        adapter().verify(headers, body, 0.0)
+    assert err.value.status == 401
+
+
+# -- write_tags (GET conversation, PUT the whole list) ---------------------------------------------------------
+
+def test_write_tags_puts_the_union(hd):
+    hd.route("GET", "/v2/conversations/123",
+             json={**PAYLOAD, "tags": [{"id": 9150, "color": "#929499", "tag": "vip"},
+                                       {"id": 9151, "color": "#929499", "tag": "mot_zmot"}]})
+    hd.route("PUT", "/v2/conversations/123/tags", status=204)
+    with hd.client() as client:
+        adapter(hd.url).write_tags(client, "123", ["mot_fmot", "sentiment_negative"], ["mot_zmot", "vip"])
+    assert hd.calls() == [("GET", "/v2/conversations/123"), ("PUT", "/v2/conversations/123/tags")]
+    assert hd.requests[1].json == {"tags": ["vip", "mot_fmot", "sentiment_negative"]}
+    assert {r.headers["authorization"] for r in hd.requests} == {"Bearer f4f4994a875f461ca4d4708b9e027df4"}
+
+
+def test_client_credentials_token_is_fetched_cached_and_refreshed_on_401(hd):
+    hd.route("POST", "/v2/oauth2/token",
+             Reply(200, {"token_type": "bearer", "access_token": "tok-1", "expires_in": 172800}),
+             Reply(200, {"token_type": "bearer", "access_token": "tok-2", "expires_in": 172800}))
+    hd.route("GET", "/v2/conversations/123", Reply(200, PAYLOAD), Reply(401, {"error": "expired"}),
+             Reply(200, PAYLOAD))
+    hd.route("PUT", "/v2/conversations/123/tags", status=204)
+    a = adapter(hd.url, app_id="app-id", app_secret="app-secret")
+    with hd.client() as client:
+        a.write_tags(client, "123", ["mot_fmot"], [])      # token fetched once
+        a.write_tags(client, "123", ["mot_fmot"], [])      # cached token gets 401 -> refresh -> retry
+    token_calls = [r for r in hd.requests if r.path == "/v2/oauth2/token"]
+    assert len(token_calls) == 2
+    assert token_calls[0].body == b"grant_type=client_credentials&client_id=app-id&client_secret=app-secret"
+    auths = [r.headers.get("authorization") for r in hd.requests if r.path != "/v2/oauth2/token"]
+    assert auths == ["Bearer tok-1", "Bearer tok-1", "Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
+
+
+def test_429_is_retryable(hd):
+    hd.route("GET", "/v2/conversations/123", json=PAYLOAD)
+    hd.route("PUT", "/v2/conversations/123/tags", status=429, headers={"Retry-After": "60"}, json={})
+    with hd.client() as client, pytest.raises(HelpdeskError) as err:
+        adapter(hd.url).write_tags(client, "123", ["mot_fmot"], [])
+    assert (err.value.status, err.value.retry_after, err.value.permanent) == (429, 60, False)
+
+
+def test_static_token_401_is_permanent_and_5xx_retryable(hd):
+    hd.route("GET", "/v2/conversations/123", Reply(401, {}), Reply(503, {}))
+    with hd.client() as client:
+        with pytest.raises(HelpdeskError) as first:
+            adapter(hd.url).write_tags(client, "123", ["mot_fmot"], [])
+        with pytest.raises(HelpdeskError) as second:
+            adapter(hd.url).write_tags(client, "123", ["mot_fmot"], [])
+    assert first.value.permanent and not second.value.permanent
+
+
+def test_needs_credentials():
+    with pytest.raises(ConfigError):
+        HelpScoutAdapter(secret=SECRET)
