@@ -33,7 +33,9 @@ def _prepare(text: str) -> str:
 class HashedCharNgrams(TransformerMixin, BaseEstimator):
     """TF-IDF weighted, hashed character n-grams within word boundaries."""
 
-    def __init__(self, ngram_range: tuple[int, int] = (2, 5), n_bits: int = 18, min_df: int = 2):
+    def __init__(self, ngram_range: tuple[int, int] = (2, 4), n_bits: int = 20, min_df: int = 2):
+        if not 2 <= ngram_range[0] <= ngram_range[1]:
+            raise ValueError(f"ngram_range must start at 2 or more (single characters carry no signal), got {ngram_range}")
         self.ngram_range = ngram_range
         self.n_bits = n_bits
         self.min_df = min_df
@@ -128,7 +130,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
     (cleaned text, channel) pairs. A plain class rather than a FeatureUnion: one call, no per-call
     parallel machinery, which keeps single-message latency low."""
 
-    def __init__(self, char_ngrams: tuple[int, int] = (2, 5), n_bits: int = 18, word_ngrams: tuple[int, int] = (1, 2),
+    def __init__(self, char_ngrams: tuple[int, int] = (2, 4), n_bits: int = 20, word_ngrams: tuple[int, int] = (1, 2),
                  max_word_features: int = 80_000, min_df: int = 2):
         self.char_ngrams = char_ngrams
         self.n_bits = n_bits
