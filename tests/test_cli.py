@@ -106,3 +106,56 @@ def test_console_script_runs_in_a_real_process():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["stage"] and out["sentiment"] and "stage_confidence" in out
+
+
+def test_train_with_feedback_learns_the_agents_corrections(runner, tmp_path):
+    """An agent's correction in the store becomes training data with `tagger train --feedback`."""
+    from tagger.store import Store
+
+    db = f"sqlite:///{tmp_path / 'tagger.db'}"
+    store = Store(db)
+    rec = store.record_classification(
+        helpdesk="zendesk", ticket_id="9", event_id="e9", text_hash="h9",
+        prediction={"stage": "zmot", "sentiment": "neutral", "stage_confidence": 0.6, "sentiment_confidence": 0.7,
+                    "lang": "en", "review": False},
+        channel="chat", model_version="v-test", add=["mot_zmot"], remove=[])
+    message = store.last_message("zendesk", "9")
+    assert message["id"] == rec.message_id
+    store.record_correction(message=message, event_id="e10", new_stage="fmot", new_sentiment="negative",
+                            text="The coupon code SPRING keeps failing at checkout")
+    store.close()
+    data = tmp_path / "data" / "en"
+    data.mkdir(parents=True)
+    for src in sorted((ROOT / "training_data" / "en").glob("*.jsonl"))[:4]:
+        (data / src.name).write_bytes(src.read_bytes())
+    models = tmp_path / "models"
+    env = {"TAGGER_DB_URL": db}
+    plain = runner.invoke(cli, ["train", "--data", str(data.parent), "--models", str(models), "--no-activate"], env=env)
+    with_fb = runner.invoke(cli, ["train", "--data", str(data.parent), "--models", str(models), "--no-activate",
+                                  "--feedback"], env=env)
+    assert plain.exit_code == 0 and with_fb.exit_code == 0, with_fb.output
+    assert "adding 1 agent corrections" in with_fb.output
+    n = {json.loads((models / v / "metadata.json").read_text())["n_train"] for v in
+         (plain.stdout.split()[-1], with_fb.stdout.split()[-1])}
+    assert len(n) == 2 and max(n) - min(n) == 1
+
+
+def test_feedback_export_writes_training_jsonl(runner, tmp_path):
+    from tagger.store import Store
+
+    db = f"sqlite:///{tmp_path / 'tagger.db'}"
+    store = Store(db)
+    store.record_classification(
+        helpdesk="zammad", ticket_id="5", event_id="a", text_hash="h",
+        prediction={"stage": "smot", "sentiment": "neutral", "stage_confidence": 0.9, "sentiment_confidence": 0.9,
+                    "lang": "lv", "review": False},
+        channel="ticket", model_version="v-test", add=["mot_smot"], remove=[])
+    store.record_correction(message=store.last_message("zammad", "5"), event_id="b", new_stage="umot",
+                            new_sentiment="positive", text="Paldies, lielisks serviss!")
+    store.close()
+    out = tmp_path / "fb.jsonl"
+    result = runner.invoke(cli, ["feedback", "export", "-o", str(out)], env={"TAGGER_DB_URL": db})
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert rows == [{"text": "Paldies, lielisks serviss!", "stage": "umot", "sentiment": "positive",
+                     "channel": "ticket", "lang": "lv"}]
