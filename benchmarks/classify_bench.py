@@ -95,7 +95,7 @@ def bench_fasttext(train_set, test, n: int) -> dict:
             for e in train_set:
                 fh.write(f"__label__{getattr(e, task)} {clean(e.text).replace(chr(10), ' ').lower()}\n")
         models[task] = fasttext.train_supervised(fh.name, epoch=30, lr=0.5, wordNgrams=2, minn=2, maxn=5,
-                                                 dim=50, thread=1, seed=0, verbose=0)
+                                                 dim=50, bucket=200_000, thread=1, seed=0, verbose=0)
         os.unlink(fh.name)
     out["train_seconds"] = round(time.perf_counter() - started_all, 1)
     texts = [clean(e.text).replace("\n", " ").lower() for e in test]

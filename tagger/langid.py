@@ -28,11 +28,11 @@ def _identifier():
 @lru_cache(maxsize=1)
 def _tables():
     ident = _identifier()
-    nextmove = np.frombuffer(ident.tk_nextmove, dtype=np.dtype(ident.tk_nextmove.typecode)).astype(np.int64)
+    # views and small arrays only: the automaton (~40 MB) and the weights (~28 MB) are not copied
+    nextmove = np.frombuffer(ident.tk_nextmove, dtype=np.dtype(ident.tk_nextmove.typecode))
     rowbase = np.asarray(ident._rowbase, dtype=np.int64)
-    output = np.asarray(ident.tk_output, dtype=np.int64)
-    ptc = ident.nb_ptc.astype(np.float32)
-    return ident, nextmove, rowbase, output, ptc
+    output = np.asarray(ident.tk_output, dtype=np.int32)
+    return ident, nextmove, rowbase, output, ident.nb_ptc
 
 
 def _encode(text: str) -> bytes:
@@ -66,7 +66,7 @@ def detect_many(texts: list[str]) -> list[str]:
     grid = np.zeros((len(encoded), width), dtype=np.int64)
     for r, b in enumerate(encoded):
         grid[r, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-    state = np.zeros(len(encoded), dtype=np.int64)
+    state = np.zeros(len(encoded), dtype=np.int64)  # rowbase indexes are int64; nextmove entries fit uint32
     rows, feats = [], []
     for col in range(width):
         live = np.flatnonzero(lengths > col)
@@ -79,7 +79,7 @@ def detect_many(texts: list[str]) -> list[str]:
     counts = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, f)), shape=(len(encoded), ptc.shape[0]))
     counts.sum_duplicates()
     np.log1p(counts.data, out=counts.data)
-    scores = np.asarray(counts @ ptc) + ident.nb_pc
+    scores = _sparse_dense(counts, ptc) + ident.nb_pc
     for i, j in ident._alias_pairs:  # script aliases (srl -> sr) share one label
         scores[:, i] = np.maximum(scores[:, i], scores[:, j])
         scores[:, j] = -np.inf
@@ -88,6 +88,16 @@ def detect_many(texts: list[str]) -> list[str]:
     for k, i in enumerate(todo):
         result[i] = UNKNOWN if featureless[k] else ident.nb_classes[best[k]]
     return result
+
+
+def _sparse_dense(counts: sp.csr_matrix, weights: np.ndarray) -> np.ndarray:
+    """counts (n x features, sparse) @ weights (features x languages, float16) in float32, gathering only
+    the rows the batch uses instead of converting the whole table."""
+    used = np.unique(counts.indices)
+    sub = weights[used].astype(np.float32)
+    remap = np.searchsorted(used, counts.indices)
+    compact = sp.csr_matrix((counts.data, remap, counts.indptr), shape=(counts.shape[0], len(used)))
+    return np.asarray(compact @ sub)
 
 
 def detect(text: str) -> str:
