@@ -519,6 +519,9 @@ def data_counts(settings: Settings, readme: str | None) -> None:
 
 
 
+from tagger.cli_service import register as _register_service  # noqa: E402  (service commands: tagger/cli_service.py)
+
+_register_service(cli)
+
 if __name__ == "__main__":  # pragma: no cover
     cli()
-from tagger.cli_service import register as _register_service; _register_service(cli)  # noqa: E402, E702, I001

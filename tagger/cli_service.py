@@ -1,0 +1,257 @@
+"""The service commands of the `tagger` CLI: serve, worker, outbox, feedback. A thin layer over
+tagger.service, tagger.worker and tagger.store; `register(cli)` adds them to the main group.
+
+Also runnable on its own: `python -m tagger.cli_service serve`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from tagger.config import Settings
+from tagger.errors import TaggerError
+
+ADAPTER_HELP = ("Extra helpdesk adapter as MODULE:FACTORY (FACTORY(env) returns the adapter); repeatable. "
+                "Also from TAGGER_ADAPTERS, space-separated.")
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    """The group's settings (or freshly loaded ones) with the command's options applied."""
+    base = ctx.find_object(Settings) or Settings.load()
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _store(settings: Settings):
+    from tagger.store import Store
+
+    return Store(settings.db_url)
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc)) from exc
+
+
+db_option = click.option("--db", "db_url", metavar="URL",
+                         help="Database URL (default: TAGGER_DB_URL or sqlite:///tagger.db), e.g. "
+                              "postgresql+psycopg://tagger@db/tagger.")
+adapter_option = click.option("--adapter", "adapters", multiple=True, envvar="TAGGER_ADAPTERS",
+                              metavar="MODULE:FACTORY", help=ADAPTER_HELP)
+log_option = click.option("--log-level", default="info", show_default=True,
+                          type=click.Choice(["debug", "info", "warning", "error"]))
+
+
+# ----------------------------------------------------------------------------------------------------- serve
+@click.command()
+@click.option("--host", help="Interface to listen on (default: TAGGER_HOST or 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: TAGGER_PORT or 8080).")
+@db_option
+@click.option("--models", "models_dir", type=click.Path(file_okay=False),
+              help="Model folder; its active version is served and reloaded on activation (default: models/).")
+@click.option("--no-worker", is_flag=True, help="Do not write tags from this process (run `tagger worker` instead).")
+@adapter_option
+@log_option
+@click.pass_context
+def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -> None:
+    """Run the webhook service (and, unless --no-worker, the tag write-back worker).
+
+    Helpdesks post to http://HOST:PORT/webhooks/<helpdesk>; /healthz and /metrics are for
+    monitoring. Activating a new model (`tagger models activate`) takes effect without a restart.
+
+    \b
+    Examples:
+      tagger serve
+      tagger serve --host 0.0.0.0 --port 9000 --db postgresql+psycopg://tagger@db/tagger
+      tagger serve --no-worker          # and `tagger worker` elsewhere
+    """
+    import uvicorn
+
+    from tagger.service import create_app
+
+    settings = _settings(ctx, host=host, port=port, db_url=db_url, models_dir=models_dir)
+    _logging(log_level)
+    try:
+        app = create_app(settings, extra_adapters=tuple(adapters), run_worker=not no_worker)
+    except TaggerError as exc:
+        _fail(exc)
+    click.echo(f"tagger serving on http://{settings.host}:{settings.port} "
+               f"(model {app.state.service.models.version}, worker {'off' if no_worker else 'on'})", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, timeout_graceful_shutdown=10,
+                server_header=False)
+
+
+# ---------------------------------------------------------------------------------------------------- worker
+@click.command()
+@db_option
+@click.option("--once", is_flag=True, help="Write everything that is due now, then exit.")
+@click.option("--concurrency", default=8, show_default=True, help="Tag writes in flight at once.")
+@adapter_option
+@log_option
+@click.pass_context
+def worker(ctx, db_url, once, concurrency, adapters, log_level) -> None:
+    """Write queued tags to the helpdesks (the outbox worker), until SIGINT/SIGTERM.
+
+    Several workers (on several machines) can share one PostgreSQL database safely.
+
+    \b
+    Examples:
+      tagger worker
+      tagger worker --db postgresql+psycopg://tagger@db/tagger --concurrency 16
+      tagger worker --once
+    """
+    from tagger.worker import Worker, load_adapters
+
+    settings = _settings(ctx, db_url=db_url)
+    _logging(log_level)
+    try:
+        loaded, errors = load_adapters(adapters, settings=settings)
+        if not loaded:
+            for name, reason in errors.items():
+                click.echo(f"warning: helpdesk {name} not configured: {reason}", err=True)
+        runner = Worker(_store(settings), loaded, settings, concurrency=concurrency)
+    except TaggerError as exc:
+        _fail(exc)
+    if once:
+        n = runner.drain(timeout_s=3600)
+        runner.stop()
+        click.echo(f"attempted {n} tag write(s)")
+        return
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    runner.start()
+    click.echo(f"tagger worker running (helpdesks: {', '.join(sorted(loaded)) or 'none'}); Ctrl-C stops", err=True)
+    stopped.wait()
+    click.echo("finishing writes in flight...", err=True)
+    runner.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- outbox
+@click.group(invoke_without_command=True)
+@click.option("--status", type=click.Choice(["pending", "done", "dead"]), help="Only rows with this status.")
+@click.option("--limit", default=50, show_default=True, help="Newest rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@db_option
+@click.pass_context
+def outbox(ctx, status, limit, as_json, db_url) -> None:
+    """Show queued tag writes; `dead` rows are the dead-letter list (see `outbox retry`).
+
+    \b
+    Examples:
+      tagger outbox                       # counts and the newest rows
+      tagger outbox --status dead
+      tagger outbox --status pending --json
+    """
+    settings = _settings(ctx, db_url=db_url)
+    ctx.obj = settings
+    if ctx.invoked_subcommand is not None:
+        return
+    from tagger.store import jsonable
+
+    store = _store(settings)
+    rows = store.list_outbox(status, limit=limit)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(jsonable(row), ensure_ascii=False))
+        return
+    counts = store.outbox_counts()
+    click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if not rows:
+        return
+    click.echo(f"{'id':>6}  {'status':<8}{'helpdesk':<11}{'ticket':<14}{'tries':>5}  {'next attempt':<20}  error / tags")
+    for r in rows:
+        detail = r["last_error"] or f"+{','.join(r['add_tags'])}"
+        click.echo(f"{r['id']:>6}  {r['status']:<8}{r['helpdesk']:<11}{str(r['ticket_id'])[:13]:<14}"
+                   f"{r['attempts']:>5}  {r['next_attempt_at']:%Y-%m-%d %H:%M:%S}  {detail[:90]}")
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-dead", is_flag=True, help="Requeue every dead-lettered row.")
+@db_option
+@click.pass_obj
+def outbox_retry(settings: Settings, ids, all_dead, db_url) -> None:
+    """Put dead-lettered rows (by ID, or --all-dead) back in the queue with fresh attempts.
+
+    \b
+    Examples:
+      tagger outbox retry 17 18
+      tagger outbox retry --all-dead
+    """
+    if not ids and not all_dead:
+        raise click.UsageError("name outbox row IDs or pass --all-dead")
+    if db_url:
+        settings = dataclasses.replace(settings, db_url=db_url)
+    n = _store(settings).retry(ids, all_dead=all_dead)
+    click.echo(f"requeued {n} row(s)")
+    if ids and n < len(set(ids)):
+        click.echo("note: only dead rows can be retried; the others were left alone", err=True)
+
+
+# -------------------------------------------------------------------------------------------------- feedback
+@click.group()
+def feedback() -> None:
+    """Agents' corrections of our tags, as training data.
+
+    \b
+    Example:
+      tagger feedback export -o training_data/feedback.jsonl
+    """
+
+
+@feedback.command("export")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", show_default=True,
+              help="JSONL file to write (default: stdout).")
+@db_option
+@click.pass_context
+def feedback_export(ctx, output, db_url) -> None:
+    """Write each corrected message (the agent's last word) as a training record: text, stage,
+    sentiment, channel, lang.
+
+    \b
+    Examples:
+      tagger feedback export -o corrections.jsonl
+      tagger train corrections.jsonl
+    """
+    examples = _store(_settings(ctx, db_url=db_url)).feedback_examples()
+    for record in examples:
+        output.write(json.dumps(record, ensure_ascii=False) + "\n")
+    click.echo(f"exported {len(examples)} correction(s)", err=True)
+
+
+def register(cli: click.Group) -> None:
+    """Add serve, worker, outbox and feedback to the main `tagger` group."""
+    for command in (serve, worker, outbox, feedback):
+        cli.add_command(command)
+
+
+class _Group(click.Group):
+    """Every TaggerError becomes a one-line message, not a traceback (as in `tagger`)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TaggerError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """MOT Tagger service commands (the same as in `tagger`)."""
+    ctx.obj = Settings.load()
+
+
+register(main)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

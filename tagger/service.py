@@ -1,0 +1,500 @@
+"""The ASGI app: one webhook route per helpdesk, `/healthz`, `/metrics` (and the dashboard of
+tagger.dashboard). Run it with `tagger serve`.
+
+    app = create_app(Settings.load())          # uvicorn tagger.service:app-factory style
+
+A webhook is answered as soon as its message, its event id and its outbox row are committed; the tags
+are written later by the worker (`tagger.worker`). Answers, always JSON with a `status` and, for
+anything but success, a `reason`:
+
+| status | when |
+|---|---|
+| 202 `tagged` | classified and queued for write-back; the labels are in the answer |
+| 200 `duplicate` | this (helpdesk, event id) was processed before (helpdesk retries are safe) |
+| 200 `ignored` | a known event that carries nothing to classify (the adapter's `parse` returned None) |
+| 200 `unchanged` | the text is the one we classified last for this ticket, e.g. our own tag update |
+| 200 `correction` | same text, but an agent replaced one of our tags: recorded as training feedback |
+| 400 | the body is not UTF-8 or not JSON |
+| 401 | the signature check failed (only when the helpdesk signs and `TAGGER_<NAME>_SECRET` is set) |
+| 404 | no such helpdesk |
+| 413 / 415 | body larger than `max_body_bytes` / not `application/json` |
+| 422 | the payload lacks a field we need, or is an **unknown event type** (a subscription we do not understand is a configuration error worth seeing in the helpdesk's delivery log, so it is not silently ignored) |
+| 503 | the helpdesk's adapter is not configured, or the database is unreachable |
+
+The model is reloaded without a restart: at most every `reload_check_s` seconds the app looks at the
+mtime of `models/ACTIVE.json` and, when it changed, loads the new version in the background and swaps
+it in; requests in flight finish on the model they started with.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import prometheus_client as prom
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tagger.config import Settings
+from tagger.errors import TaggerError, WebhookError
+from tagger.helpdesks.base import Adapter, Message
+from tagger.labels import (
+    CHANNELS,
+    SENTIMENTS,
+    STAGES,
+    labels_from_tags,
+    review_tag,
+    sentiment_tag,
+    stage_tag,
+    tags_for,
+)
+from tagger.registry import ACTIVE_FILE
+from tagger.store import DuplicateEvent, Store, StoreError, text_hash
+from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker, load_adapters
+
+log = logging.getLogger("tagger.service")
+
+JSON_TYPES = ("application/json",)
+
+
+def own_tags(settings: Settings) -> set[str]:
+    """Every tag this tool manages under the configured prefixes."""
+    return ({stage_tag(s, settings.stage_tag_prefix) for s in STAGES}
+            | {sentiment_tag(s, settings.sentiment_tag_prefix) for s in SENTIMENTS}
+            | {review_tag(settings.stage_tag_prefix)})
+
+
+# -- the model, hot-swappable --------------------------------------------------------------------------------
+class ModelHolder:
+    """The active Tagger. `get()` is cheap; it notices a changed `ACTIVE.json` (checked at most every
+    `check_every_s`) and loads the new version in a background thread, then swaps the reference."""
+
+    def __init__(self, settings: Settings, tagger=None, *, watch: bool | None = None, check_every_s: float = 2.0):
+        self.settings = settings
+        self.active_file = Path(settings.models_dir) / ACTIVE_FILE
+        self.watch = (tagger is None) if watch is None else watch
+        self.check_every_s = check_every_s
+        self._signature = self._stat()
+        if tagger is not None:
+            try:
+                warm_up(tagger)
+            except Exception:  # noqa: BLE001 - the caller's tagger; webhooks will report its failures
+                log.exception("the given tagger failed its warm-up classification")
+        self._tagger = tagger if tagger is not None else self._load()
+        self._next_check = time.monotonic() + check_every_s
+        self._reloading = threading.Lock()
+        self.last_error: str | None = None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.active_file.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load(self):
+        from tagger.model import Tagger
+
+        tagger = Tagger.load(str(Path(self.settings.models_dir) / "current"),
+                             review_threshold=self.settings.review_threshold,
+                             stage_prefix=self.settings.stage_tag_prefix,
+                             sentiment_prefix=self.settings.sentiment_tag_prefix)
+        warm_up(tagger)
+        return tagger
+
+    @property
+    def version(self) -> str:
+        return str(self._tagger.metadata.get("version", "unversioned"))
+
+    def get(self):
+        if self.watch and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.check_every_s
+            signature = self._stat()
+            if signature != self._signature and self._reloading.acquire(blocking=False):
+                threading.Thread(target=self._reload, args=(signature,), name="tagger-model-reload",
+                                 daemon=True).start()
+        return self._tagger
+
+    def _reload(self, signature) -> None:
+        try:
+            tagger = self._load()
+        except Exception as exc:  # noqa: BLE001 - whatever breaks, keep serving the model we have
+            self.last_error = str(exc) if isinstance(exc, TaggerError | OSError) else f"{type(exc).__name__}: {exc}"
+            log.error("model reload failed, keeping %s: %s", self.version, exc)
+        else:
+            old, self._tagger, self.last_error = self.version, tagger, None
+            log.info("model reloaded: %s -> %s", old, self.version)
+        finally:
+            self._signature = signature   # a broken activation is not retried until ACTIVE.json changes again
+            self._reloading.release()
+
+
+def warm_up(tagger) -> None:
+    """Classify once before serving, so lazy loading (language identifier, caches) happens here and not
+    in the first webhooks, several at a time."""
+    tagger.predict("Warm-up: where is my order?", channel="ticket")
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self, store: Store, models: ModelHolder):
+        self.registry = r = prom.CollectorRegistry(auto_describe=True)
+        self.store, self.models = store, models
+        self.received = prom.Counter("tagger_events_received_total", "Webhook deliveries received",
+                                     ["helpdesk"], registry=r)
+        self.tagged = prom.Counter("tagger_events_tagged_total", "Messages classified and queued for write-back",
+                                   ["helpdesk"], registry=r)
+        self.skipped = prom.Counter("tagger_events_skipped_total",
+                                    "Deliveries answered without classifying (duplicate, ignored, unchanged, "
+                                    "correction)", ["helpdesk", "reason"], registry=r)
+        self.rejected = prom.Counter("tagger_events_rejected_total", "Deliveries refused with a 4xx/5xx",
+                                     ["helpdesk", "status"], registry=r)
+        self.corrections = prom.Counter("tagger_corrections_total", "Agent corrections of our tags recorded",
+                                        ["helpdesk"], registry=r)
+        self.written = prom.Counter("tagger_tags_written_total", "Outbox rows written to the helpdesk",
+                                    ["helpdesk"], registry=r)
+        self.failed = prom.Counter("tagger_tag_writes_failed_total",
+                                   "Failed tag writes (outcome: retry scheduled, or dead-lettered)",
+                                   ["helpdesk", "outcome"], registry=r)
+        self.queue_depth = prom.Gauge("tagger_outbox_queue_depth", "Outbox rows waiting to be written", registry=r)
+        self.dead = prom.Gauge("tagger_outbox_dead_letters", "Outbox rows given up on", registry=r)
+        self.model = prom.Info("tagger_model", "The active model version", registry=r)
+        self.classify_seconds = prom.Histogram(
+            "tagger_classification_seconds", "Time to classify one message", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+        self.webhook_seconds = prom.Histogram(
+            "tagger_webhook_seconds", "Time to answer one webhook delivery", ["helpdesk"], registry=r,
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.write_seconds = prom.Histogram(
+            "tagger_tag_write_seconds", "Time of one tag write to a helpdesk (any outcome)", ["helpdesk"],
+            registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+    def worker_outcome(self, helpdesk: str, outcome: str, _item, seconds: float) -> None:
+        self.write_seconds.labels(helpdesk).observe(seconds)
+        if outcome in (WRITTEN, LOST):
+            self.written.labels(helpdesk).inc()
+        elif outcome in (RETRY, DEAD):
+            self.failed.labels(helpdesk, outcome).inc()
+
+    def render(self) -> bytes:
+        with contextlib.suppress(StoreError):
+            counts = self.store.outbox_counts()
+            self.queue_depth.set(counts["pending"])
+            self.dead.set(counts["dead"])
+        self.model.info({"version": self.models.version})
+        return prom.generate_latest(self.registry)
+
+
+# -- the webhook pipeline ------------------------------------------------------------------------------------
+class Reply(Exception):
+    """A finished answer (status + JSON body), raised from deep in the pipeline."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(body.get("reason") or body.get("status"))
+        self.status, self.body = status, body
+
+
+def _error(status: int, reason: str) -> Reply:
+    return Reply(status, {"status": "error", "reason": reason})
+
+
+class Service:
+    """Everything one running app holds: settings, store, model, adapters, metrics, worker."""
+
+    def __init__(self, settings: Settings, store: Store, models: ModelHolder, adapters: Mapping[str, Adapter],
+                 adapter_errors: Mapping[str, str], worker: Worker | None):
+        self.settings, self.store, self.models = settings, store, models
+        self.adapters, self.adapter_errors = dict(adapters), dict(adapter_errors)
+        self.metrics = Metrics(store, models)
+        self.worker = worker
+        self.own_tags = own_tags(settings)
+
+    # async part: routing, limits, reading the body ----------------------------------------------------------
+    async def webhook(self, request: Request) -> Response:
+        helpdesk = request.path_params["helpdesk"]
+        adapter = self.adapters.get(helpdesk)
+        if adapter is None:
+            if helpdesk in self.adapter_errors:
+                return _json(503, {"status": "error", "reason": f"helpdesk {helpdesk!r} is not configured: "
+                                                               f"{self.adapter_errors[helpdesk]}"})
+            known = ", ".join(sorted(self.adapters)) or "none"
+            return _json(404, {"status": "error", "reason": f"unknown helpdesk {helpdesk!r} (known: {known})"})
+        started = time.perf_counter()
+        self.metrics.received.labels(helpdesk).inc()
+        try:
+            self._check_content_type(adapter, request.headers.get("content-type", ""))
+            body = await self._read_body(request)
+            status, answer = await run_in_threadpool(self.process, adapter, request.headers, body,
+                                                     dict(request.query_params))
+        except Reply as reply:
+            status, answer = reply.status, reply.body
+        except Exception:  # noqa: BLE001 - a bug must answer with a reason, not a stack trace
+            log.exception("webhook %s failed", helpdesk)
+            status, answer = 500, {"status": "error", "reason": "internal error; see the service log"}
+        if status >= 400:
+            self.metrics.rejected.labels(helpdesk, str(status)).inc()
+            log.info("webhook %s refused with %d: %s", helpdesk, status, answer.get("reason"))
+        self.metrics.webhook_seconds.labels(helpdesk).observe(time.perf_counter() - started)
+        return _json(status, answer)
+
+    @staticmethod
+    def _check_content_type(adapter: Adapter, header: str) -> None:
+        media = header.split(";", 1)[0].strip().lower()
+        allowed = tuple(getattr(adapter, "content_types", JSON_TYPES))
+        if media not in allowed and not (media.startswith("application/") and media.endswith("+json")):
+            raise _error(415, f"content type {media or '(none)'!r} not accepted; send {', '.join(allowed)}")
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _error(413, f"body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _error(413, f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # sync part (thread pool): verify, parse, dedupe, classify, store ----------------------------------------
+    def process(self, adapter: Adapter, headers: Mapping[str, str], body: bytes,
+                query: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        name = adapter.name
+        try:
+            adapter.verify(headers, body, time.time(), query=query)
+        except WebhookError as exc:
+            raise _error(exc.status, exc.reason) from None
+        payload = decode_json(body)
+        message = self._parse(adapter, payload, headers)
+        if message is None:
+            self.metrics.skipped.labels(name, "ignored").inc()
+            return 200, {"status": "ignored", "reason": f"{name} event carries nothing to classify"}
+        try:
+            if self.store.is_processed(name, message.event_id):
+                return self._duplicate(message)
+            text = message.full_text
+            digest = text_hash(text)
+            last = self.store.last_message(name, message.ticket_id)
+            if last is not None and last["text_hash"] == digest:
+                return self._same_text(message, last, text)
+            return self._classify(message, text, digest)
+        except StoreError as exc:
+            log.error("database unavailable: %s", exc)
+            raise _error(503, "database unavailable; retry later") from None
+
+    def _parse(self, adapter: Adapter, payload: Any, headers: Mapping[str, str]) -> Message | None:
+        try:
+            message = adapter.parse(payload, headers)
+        except WebhookError as exc:
+            if exc.status < 400:   # an adapter may also ignore an event by raising with a 2xx and a reason
+                self.metrics.skipped.labels(adapter.name, "ignored").inc()
+                raise Reply(exc.status, {"status": "ignored", "reason": exc.reason}) from None
+            raise _error(exc.status, exc.reason) from None
+        except Exception as exc:  # noqa: BLE001 - an adapter tripping over odd input is still a bad payload
+            log.warning("%s adapter could not parse a payload: %r", adapter.name, exc)
+            raise _error(422, f"payload not understood by the {adapter.name} adapter "
+                              f"({exc.__class__.__name__})") from None
+        if message is None:
+            return None
+        for field in ("ticket_id", "event_id"):
+            value = getattr(message, field)
+            if not isinstance(value, str) or not value.strip():
+                raise _error(422, f"missing field {field}")
+        if not isinstance(message.text, str):
+            raise _error(422, "missing field text")
+        return message
+
+    def _duplicate(self, message: Message) -> tuple[int, dict[str, Any]]:
+        self.metrics.skipped.labels(message.helpdesk, "duplicate").inc()
+        return 200, {"status": "duplicate", "reason": f"event {message.event_id} was processed before"}
+
+    def _unchanged(self, message: Message, last: dict[str, Any], reason: str) -> tuple[int, dict[str, Any]]:
+        if not self.store.record_event(message.helpdesk, message.event_id, "unchanged"):
+            return self._duplicate(message)
+        self.metrics.skipped.labels(message.helpdesk, "unchanged").inc()
+        return 200, {"status": "unchanged", "reason": reason, "message_id": last["id"],
+                     "stage": last["stage"], "sentiment": last["sentiment"]}
+
+    def _same_text(self, message: Message, last: dict[str, Any], text: str) -> tuple[int, dict[str, Any]]:
+        """Loop prevention and corrections: the text is what we classified last, so only tags changed."""
+        s = self.settings
+        ticket_stage, ticket_sentiment = labels_from_tags(set(message.tags), stage_prefix=s.stage_tag_prefix,
+                                                          sentiment_prefix=s.sentiment_tag_prefix)
+        differs = ((ticket_stage is not None and ticket_stage != last["stage"])
+                   or (ticket_sentiment is not None and ticket_sentiment != last["sentiment"]))
+        if not differs:
+            return self._unchanged(message, last, "text unchanged since it was classified (e.g. our own tag "
+                                                  "update); nothing to do")
+        if last["write_status"] != "done":
+            return self._unchanged(message, last, "our tags are not written yet, so the ticket's tags are "
+                                                  "not a correction")
+        new_stage, new_sentiment = ticket_stage or last["stage"], ticket_sentiment or last["sentiment"]
+        if (new_stage, new_sentiment) in self.store.labels_written_before(message.helpdesk, message.ticket_id,
+                                                                          last["id"]):
+            return self._unchanged(message, last, "the ticket still shows an earlier classification (stale "
+                                                  "event), not a correction")
+        previous = self.store.last_correction(last["id"])
+        if previous and (previous["new_stage"], previous["new_sentiment"]) == (new_stage, new_sentiment):
+            return self._unchanged(message, last, "this correction was recorded before")
+        try:
+            correction_id = self.store.record_correction(message=last, event_id=message.event_id,
+                                                         new_stage=new_stage, new_sentiment=new_sentiment,
+                                                         text=text)
+        except DuplicateEvent:
+            return self._duplicate(message)
+        self.metrics.corrections.labels(message.helpdesk).inc()
+        self.metrics.skipped.labels(message.helpdesk, "correction").inc()
+        log.info("correction on %s ticket %s: %s/%s -> %s/%s", message.helpdesk, message.ticket_id,
+                 last["stage"], last["sentiment"], new_stage, new_sentiment)
+        return 200, {"status": "correction", "correction_id": correction_id, "message_id": last["id"],
+                     "old": {"stage": last["stage"], "sentiment": last["sentiment"]},
+                     "new": {"stage": new_stage, "sentiment": new_sentiment}}
+
+    def _classify(self, message: Message, text: str, digest: str) -> tuple[int, dict[str, Any]]:
+        s = self.settings
+        tagger = self.models.get()
+        channel = message.channel if message.channel in CHANNELS else "ticket"
+        started = time.perf_counter()
+        prediction = tagger.predict(text, channel=channel)
+        self.metrics.classify_seconds.observe(time.perf_counter() - started)
+        labels = prediction.to_dict()
+        if labels.get("lang") in (None, "", "und") and message.lang:
+            labels["lang"] = message.lang
+        add = tags_for(prediction.stage, prediction.sentiment, prediction.review,
+                       stage_prefix=s.stage_tag_prefix, sentiment_prefix=s.sentiment_tag_prefix)
+        remove = sorted(self.own_tags - set(add))
+        version = str(tagger.metadata.get("version", "unversioned"))
+        try:
+            recorded = self.store.record_classification(
+                helpdesk=message.helpdesk, ticket_id=message.ticket_id, event_id=message.event_id,
+                text_hash=digest, prediction=labels, channel=channel, model_version=version, add=add,
+                remove=remove, ticket_url=message.url)
+        except DuplicateEvent:  # a concurrent delivery of the same event won the race
+            return self._duplicate(message)
+        if self.worker is not None:
+            self.worker.notify()
+        self.metrics.tagged.labels(message.helpdesk).inc()
+        return 202, {"status": "tagged", "message_id": recorded.message_id, "outbox_id": recorded.outbox_id,
+                     "ticket_id": message.ticket_id, "stage": prediction.stage,
+                     "stage_confidence": prediction.stage_confidence, "sentiment": prediction.sentiment,
+                     "sentiment_confidence": prediction.sentiment_confidence, "lang": labels["lang"],
+                     "review": prediction.review, "tags": add, "model_version": version}
+
+    # health and metrics -------------------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        def check() -> tuple[bool, dict[str, int] | None]:
+            try:
+                return True, self.store.outbox_counts()
+            except StoreError:
+                return False, None
+
+        db_ok, counts = await run_in_threadpool(check)
+        self.models.get()
+        body = {"status": "ok" if db_ok else "degraded", "model_version": self.models.version,
+                "db": "ok" if db_ok else "unreachable",
+                "queue_depth": counts["pending"] if counts else None,
+                "dead_letters": counts["dead"] if counts else None,
+                "worker": "running" if self.worker is not None else "off",
+                "helpdesks": sorted(self.adapters), "unconfigured": sorted(self.adapter_errors)}
+        if self.models.last_error:
+            body["model_reload_error"] = self.models.last_error
+        return _json(200 if db_ok else 503, body)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        data = await run_in_threadpool(self.metrics.render)
+        return Response(data, media_type=prom.CONTENT_TYPE_LATEST)
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict UTF-8 and JSON, or a 400 that says where it broke."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(400, f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _error(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise _error(400, "body is not usable JSON: nested too deeply") from None
+
+
+def _json(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    return _json(status, {"status": "error", "reason": getattr(exc, "detail", None) or "error"})
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return _json(500, {"status": "error", "reason": "internal error; see the service log"})
+
+
+def create_app(settings: Settings | None = None, tagger=None, *, store: Store | None = None,
+               adapters: Mapping[str, Adapter] | None = None, extra_adapters: tuple[str, ...] = (),
+               run_worker: bool = True, watch_models: bool | None = None, reload_check_s: float = 2.0,
+               worker_options: dict[str, Any] | None = None, dashboard: bool = True) -> Starlette:
+    """The ASGI app. `tagger=None` loads the active model from `settings.models_dir` and watches it for
+    activations; `adapters=None` uses the built-in helpdesk adapters (plus `extra_adapters`,
+    `module:factory` specs); `run_worker` starts the outbox worker thread with the app; `dashboard` mounts
+    the team leads' dashboard (tagger.dashboard: /dashboard, /api/summary, /api/tickets)."""
+    settings = settings or Settings.load()
+    models = ModelHolder(settings, tagger, watch=watch_models, check_every_s=reload_check_s)
+    store = store or Store(settings.db_url)
+    if adapters is None:
+        adapters, adapter_errors = load_adapters(extra_adapters, settings=settings)
+    else:
+        adapter_errors = {}
+    if adapter_errors:
+        log.info("helpdesks not configured (their webhooks answer 503 with the reason): %s",
+                 ", ".join(sorted(adapter_errors)))
+    service = Service(settings, store, models, adapters, adapter_errors, None)
+    if run_worker:
+        service.worker = Worker(store, service.adapters, settings, on_outcome=service.metrics.worker_outcome,
+                                **(worker_options or {}))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        if service.worker is not None:
+            service.worker.start()
+        log.info("serving model %s, helpdesks: %s", models.version, ", ".join(sorted(service.adapters)) or "none")
+        try:
+            yield
+        finally:
+            if service.worker is not None:
+                await run_in_threadpool(service.worker.stop)
+
+    routes = [
+        Route("/webhooks/{helpdesk}", service.webhook, methods=["POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+    ]
+    if dashboard:
+        from tagger.dashboard import dashboard_routes
+
+        routes += dashboard_routes(store, settings)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+__all__ = ["create_app", "Service", "ModelHolder", "Metrics", "own_tags", "decode_json"]

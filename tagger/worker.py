@@ -1,0 +1,240 @@
+"""The outbox worker: writes the tags of classified messages to the helpdesks.
+
+It claims due outbox rows with a lease, calls `adapter.write_tags` for each, and only then marks the
+row done; a failed write is retried with exponential backoff and full jitter (at least `Retry-After`
+when the helpdesk sent one); permanent errors, and rows older than `outbox_max_age_s`, go to the
+dead-letter list (`tagger outbox --status dead`, `tagger outbox retry`). A worker killed mid-write
+leaves its row leased; another worker (or the same one, restarted) takes it once the lease expires,
+so no tag is lost. Runs as a thread inside `tagger serve` or alone as `tagger worker`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tagger.config import Settings
+from tagger.errors import ConfigError, HelpdeskError, TaggerError
+from tagger.helpdesks.base import Adapter
+from tagger.store import OutboxItem, Store, StoreError, utcnow
+
+log = logging.getLogger("tagger.worker")
+
+# outcome names passed to `on_outcome` (the service turns them into metrics)
+WRITTEN, RETRY, DEAD, LOST = "written", "retry", "dead", "lost_lease"
+
+
+def backoff_delay(attempts: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Full jitter: a uniform delay in [0, min(max, base * 2^(attempts-1))] (AWS architecture blog)."""
+    ceiling = min(max_s, base_s * 2 ** max(0, attempts - 1))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def default_lease_s(settings: Settings) -> float:
+    """Long enough for a write of a few API calls that each may take up to the HTTP timeout."""
+    return 4 * settings.http_timeout_s + 1
+
+
+class Worker:
+    """Drains the outbox. `run_once()` does one round (tests, `tagger worker --once`); `start()` runs
+    rounds in a background thread until `stop()`."""
+
+    def __init__(self, store: Store, adapters: Mapping[str, Adapter], settings: Settings, *,
+                 client: httpx.Client | None = None, concurrency: int = 8, lease_s: float | None = None,
+                 on_outcome: Callable[[str, str, OutboxItem, float], None] | None = None,
+                 rng: random.Random | None = None):
+        self.store, self.adapters, self.settings = store, adapters, settings
+        self.client = client or httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False)
+        self._own_client = client is None
+        self.concurrency = max(1, concurrency)
+        self.lease_s = lease_s if lease_s is not None else default_lease_s(settings)
+        self.on_outcome = on_outcome
+        self.rng = rng or random.Random()
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tagger-write")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one round ---------------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Claim due rows (up to `concurrency`), write them in parallel, then mark the written ones done in
+        one transaction; returns how many were attempted."""
+        items = self.store.claim(limit=self.concurrency, lease_s=self.lease_s)
+        if not items:
+            return 0
+        results = [self._write(items[0])] if len(items) == 1 else list(self._pool.map(self._write, items))
+        written = [item for item, exc, _s in results if exc is None]
+        done = self.store.mark_done_many(written) if written else set()
+        for item, exc, seconds in results:
+            if exc is not None:
+                outcome = self._failed(item, exc)
+            elif item.id in done:
+                outcome = WRITTEN
+            else:
+                outcome = LOST
+                log.warning("outbox #%s: written, but the lease expired meanwhile", item.id)
+            self._report(item, outcome, seconds)
+        return len(items)
+
+    def drain(self, timeout_s: float = 10.0) -> int:
+        """Run rounds until nothing is due (or `timeout_s` passed); returns rows attempted."""
+        deadline, total = time.monotonic() + timeout_s, 0
+        while time.monotonic() < deadline:
+            n = self.run_once()
+            total += n
+            if n == 0:
+                break
+        return total
+
+    def process(self, item: OutboxItem) -> str:
+        """Write one claimed row's tags and record the outcome (`written`, `retry`, `dead`, `lost_lease`)."""
+        item, exc, seconds = self._write(item)
+        if exc is not None:
+            outcome = self._failed(item, exc)
+        else:
+            outcome = WRITTEN if self.store.mark_done(item) else LOST
+        self._report(item, outcome, seconds)
+        return outcome
+
+    def _write(self, item: OutboxItem) -> tuple[OutboxItem, Exception | None, float]:
+        """Call the adapter. Never raises: a bug in an adapter must not stop the worker (the row is retried
+        and in the end dead-lettered)."""
+        started = time.perf_counter()
+        try:
+            adapter = self.adapters.get(item.helpdesk)
+            if adapter is None:
+                raise HelpdeskError(f"no adapter configured for helpdesk {item.helpdesk!r} "
+                                    f"(configured: {', '.join(sorted(self.adapters)) or 'none'})")
+            adapter.write_tags(self.client, item.ticket_id, list(item.add), list(item.remove))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+            return item, exc, time.perf_counter() - started
+        return item, None, time.perf_counter() - started
+
+    def _report(self, item: OutboxItem, outcome: str, seconds: float) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(item.helpdesk, outcome, item, seconds)
+            except Exception:  # noqa: BLE001
+                log.exception("on_outcome hook failed")
+
+    def _failed(self, item: OutboxItem, exc: Exception) -> str:
+        error = _describe(exc)
+        now = utcnow()
+        age = (now - item.queued_at).total_seconds()
+        if isinstance(exc, HelpdeskError) and exc.permanent:
+            reason = f"permanent error: {error}"
+        elif age >= self.settings.outbox_max_age_s:
+            reason = f"gave up after {item.attempts} attempts over {age:.0f}s: {error}"
+        else:
+            delay = backoff_delay(item.attempts, self.settings.outbox_base_delay_s,
+                                  self.settings.outbox_max_delay_s, self.rng)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                delay = max(delay, float(retry_after))
+            self.store.mark_retry(item, error, now + dt.timedelta(seconds=delay), now=now)
+            log.info("outbox #%s (%s ticket %s): attempt %d failed, retry in %.2fs: %s", item.id,
+                     item.helpdesk, item.ticket_id, item.attempts, delay, error)
+            return RETRY
+        self.store.mark_dead(item, reason, now=now)
+        log.warning("outbox #%s (%s ticket %s) dead-lettered: %s", item.id, item.helpdesk, item.ticket_id, reason)
+        return DEAD
+
+    # -- background loop -----------------------------------------------------------------------------------
+    def notify(self) -> None:
+        """A new outbox row was committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        """Rounds until `stop()`; sleeps `worker_poll_s` when idle (or until `notify()`)."""
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+            except (StoreError, TaggerError) as exc:
+                log.error("worker round failed: %s", exc)
+                n = 0
+            except Exception:  # noqa: BLE001 - keep the loop alive, the rows are safe in the outbox
+                log.exception("worker round failed")
+                n = 0
+            if n < self.concurrency:
+                self._wake.wait(self.settings.worker_poll_s)
+                self._wake.clear()
+
+    def start(self) -> Worker:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run_forever, name="tagger-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Finish the writes in flight, then stop (rows not finished stay leased and are re-claimed later)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s if timeout_s is not None else self.settings.http_timeout_s * 4 + 5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_client:
+            self.client.close()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, HelpdeskError):
+        return str(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout: {exc.__class__.__name__} {exc}".strip()
+    if isinstance(exc, httpx.TransportError):
+        return f"connection failed: {exc.__class__.__name__} {exc}".strip()
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+# -- adapters ------------------------------------------------------------------------------------------------
+def load_adapters(extra: Iterable[str] = (), env: Mapping[str, str] | None = None,
+                  settings: Settings | None = None) -> tuple[dict[str, Adapter], dict[str, str]]:
+    """The built-in helpdesk adapters plus custom ones given as `module:factory` (factory(env) -> Adapter).
+
+    Returns (adapters by name, configuration errors by name): an adapter that cannot be configured is
+    reported, not fatal, so the other helpdesks keep working.
+    """
+    env = os.environ if env is None else env
+    adapters: dict[str, Adapter] = {}
+    errors: dict[str, str] = {}
+    try:
+        from tagger import helpdesks
+
+        names = list(getattr(helpdesks, "ADAPTERS", {}))
+        get_adapter = getattr(helpdesks, "get_adapter", None)
+    except ImportError as exc:  # pragma: no cover - the package is part of the project
+        names, get_adapter = [], None
+        log.warning("built-in helpdesk adapters unavailable: %s", exc)
+    for name in names:
+        try:
+            adapters[name] = get_adapter(name, env, settings=settings)  # type: ignore[misc]
+        except TaggerError as exc:
+            errors[name] = str(exc)
+    for spec in extra:
+        adapter = load_adapter_spec(spec, env)
+        adapters[adapter.name] = adapter
+        errors.pop(adapter.name, None)
+    return adapters, errors
+
+
+def load_adapter_spec(spec: str, env: Mapping[str, str]) -> Adapter:
+    """`package.module:factory` -> the adapter `factory(env)` returns (a custom in-house helpdesk)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"adapter {spec!r}: expected MODULE:FACTORY, e.g. mycompany.helpdesk:make_adapter")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"adapter {spec!r}: {exc}") from exc
+    adapter = factory(env)
+    if not isinstance(adapter, Adapter):
+        raise ConfigError(f"adapter {spec!r}: {type(adapter).__name__} lacks verify/parse/write_tags/name")
+    return adapter

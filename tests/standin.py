@@ -1,0 +1,286 @@
+"""Test helpers for the service side: a helpdesk stand-in (a real HTTP server on 127.0.0.1 that records
+tag writes and can be told to fail), the `standin` adapter that talks to it, a live uvicorn server,
+and the model the tests classify with.
+
+The `standin` webhook payload:
+
+    {"event_id": "e1", "type": "message.created" | "ticket.updated" | "ping",
+     "ticket": {"id": "42", "text": "...", "subject": "...", "channel": "chat", "tags": ["vip"], "url": "..."}}
+
+`ping` is a known event with nothing to classify (ignored); any other type is unknown (422).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import uvicorn
+
+from tagger.config import PACKAGE_ROOT
+from tagger.errors import WebhookError
+from tagger.helpdesks.base import Message, constant_time_equal, hmac_hex, raise_for_response, require
+
+SHIPPED_MODELS = PACKAGE_ROOT / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def local_client(timeout: float = 10.0, **kw) -> httpx.Client:
+    """An httpx client that ignores proxy variables: the tests only ever talk to 127.0.0.1."""
+    return httpx.Client(timeout=timeout, trust_env=False, **kw)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll until `predicate()` is truthy; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+# -- the helpdesk stand-in -----------------------------------------------------------------------------------
+class StandinHelpdesk:
+    """POST /tickets/{id}/tags {"add": [...], "remove": [...]} applies the change and answers 200.
+
+    `fail_next(n, status=500, retry_after=None)` answers the next n writes with an error,
+    `hang_next(n, seconds)` answers them late (with 504, after the client gave up, without applying),
+    `slow_next(n, seconds)` applies them normally but only after a delay,
+    `down()`/`up()` close and reopen the port (connection refused in between).
+    """
+
+    def __init__(self, port: int | None = None, *, start: bool = True):
+        self.port = port or free_port()
+        self.lock = threading.Lock()
+        self.tags: dict[str, set[str]] = collections.defaultdict(set)
+        self.writes: list[dict[str, Any]] = []        # applied writes, in order
+        self.attempts: list[dict[str, Any]] = []      # every request, with what we answered
+        self.faults: collections.deque = collections.deque()
+        self._server: ThreadingHTTPServer | None = None
+        if start:
+            self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # control
+    def fail_next(self, n: int = 1, status: int = 500, retry_after: str | None = None) -> None:
+        with self.lock:
+            self.faults.extend([("status", status, retry_after)] * n)
+
+    def hang_next(self, n: int = 1, seconds: float = 2.0) -> None:
+        with self.lock:
+            self.faults.extend([("hang", seconds, None)] * n)
+
+    def slow_next(self, n: int = 1, seconds: float = 0.2) -> None:
+        """Answer the next n writes normally, but only after `seconds`."""
+        with self.lock:
+            self.faults.extend([("slow", seconds, None)] * n)
+
+    def up(self) -> None:
+        if self._server is not None:
+            return
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                standin._handle(self)
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    # queries
+    def writes_for(self, ticket_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [w for w in self.writes if w["ticket_id"] == ticket_id]
+
+    def write_counts(self) -> collections.Counter:
+        with self.lock:
+            return collections.Counter(w["ticket_id"] for w in self.writes)
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        length = int(req.headers.get("Content-Length") or 0)
+        body = req.rfile.read(length)
+        parts = req.path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "tickets" or parts[2] != "tags":
+            return self._reply(req, 404, {"error": "no such endpoint"})
+        ticket_id = parts[1]
+        with self.lock:
+            fault = self.faults.popleft() if self.faults else None
+        record = {"ticket_id": ticket_id, "at": time.time(), "fault": fault}
+        with self.lock:
+            self.attempts.append(record)
+        if fault and fault[0] == "hang":
+            time.sleep(fault[1])
+            return self._reply(req, 504, {"error": "too late"})
+        if fault and fault[0] == "slow":
+            time.sleep(fault[1])
+        if fault and fault[0] == "status":
+            headers = {"Retry-After": fault[2]} if fault[2] is not None else {}
+            return self._reply(req, fault[1], {"error": "scripted failure"}, headers)
+        try:
+            change = json.loads(body)
+            add, remove = list(change["add"]), list(change["remove"])
+        except (ValueError, KeyError, TypeError):
+            return self._reply(req, 400, {"error": "bad body"})
+        with self.lock:
+            self.tags[ticket_id] -= set(remove)
+            self.tags[ticket_id] |= set(add)
+            self.writes.append({"ticket_id": ticket_id, "add": add, "remove": remove, "at": time.time()})
+            tags = sorted(self.tags[ticket_id])
+        self._reply(req, 200, {"ticket_id": ticket_id, "tags": tags})
+
+    @staticmethod
+    def _reply(req, status: int, body: dict, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        try:
+            req.send_response(status)
+            req.send_header("Content-Type", "application/json")
+            req.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                req.send_header(k, v)
+            req.end_headers()
+            req.wfile.write(data)
+        except OSError:  # the client gave up (timeout) or the stand-in went down
+            pass
+
+
+# -- the adapter ---------------------------------------------------------------------------------------------
+class StandinAdapter:
+    """A minimal `tagger.helpdesks.base.Adapter` for the stand-in (HMAC-SHA256 hex in X-Standin-Signature)."""
+
+    name: ClassVar[str] = "standin"
+    EVENTS: ClassVar[tuple[str, ...]] = ("message.created", "ticket.updated")
+
+    def __init__(self, base_url: str, secret: str | None = None):
+        self.base_url, self.secret = base_url.rstrip("/"), secret
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
+               query: Mapping[str, str] | None = None) -> None:
+        if not self.secret:
+            return
+        signature = headers.get("x-standin-signature", "")
+        if not signature or not constant_time_equal(signature, hmac_hex(self.secret, body)):
+            raise WebhookError(401, "signature missing or wrong (X-Standin-Signature)")
+
+    def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
+        kind = require(payload, "type")
+        if kind == "ping":
+            return None
+        if kind not in self.EVENTS:
+            raise WebhookError(422, f"unknown event type {kind!r}")
+        ticket = require(payload, "ticket")
+        text = require(payload, "ticket", "text")
+        if not isinstance(text, str):
+            raise WebhookError(422, "field ticket.text must be a string")
+        tags = ticket.get("tags") or []
+        return Message(helpdesk=self.name, ticket_id=str(require(payload, "ticket", "id")), text=text,
+                       event_id=str(require(payload, "event_id")), channel=str(ticket.get("channel") or "ticket"),
+                       subject=str(ticket.get("subject") or ""), event_type=kind,
+                       tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (), url=ticket.get("url"))
+
+    def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
+        response = client.post(f"{self.base_url}/tickets/{ticket_id}/tags", json={"add": add, "remove": remove})
+        raise_for_response(response, f"standin ticket {ticket_id}")
+
+
+def make_adapter(env: Mapping[str, str]) -> StandinAdapter:
+    """Factory for `--adapter standin:make_adapter` (TAGGER_STANDIN_URL, TAGGER_STANDIN_SECRET)."""
+    return StandinAdapter(env["TAGGER_STANDIN_URL"], env.get("TAGGER_STANDIN_SECRET") or None)
+
+
+def event(ticket_id: str, text: str, *, event_id: str | None = None, kind: str = "message.created",
+          tags: list[str] | None = None, channel: str = "ticket", subject: str = "") -> dict[str, Any]:
+    return {"event_id": event_id or uuid.uuid4().hex, "type": kind,
+            "ticket": {"id": ticket_id, "text": text, "subject": subject, "channel": channel, "tags": tags or [],
+                       "url": f"https://helpdesk.example/tickets/{ticket_id}"}}
+
+
+# -- live server ---------------------------------------------------------------------------------------------
+class LiveServer:
+    """A real uvicorn server for an ASGI app, on 127.0.0.1 and a free port, in a thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    lifespan="on", timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=15, what="uvicorn to start")
+        sock = self.server.servers[0].sockets[0]
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.client = local_client(base_url=self.url)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+    def post(self, payload: Any, *, helpdesk: str = "standin", **kwargs) -> httpx.Response:
+        if isinstance(payload, (bytes, str)):
+            kwargs.setdefault("headers", {"Content-Type": "application/json"})
+            return self.client.post(f"/webhooks/{helpdesk}", content=payload, **kwargs)
+        return self.client.post(f"/webhooks/{helpdesk}", json=payload, **kwargs)
+
+
+# -- the model -----------------------------------------------------------------------------------------------
+def model_versions(root: Path, versions: int = 2) -> list[str]:
+    """A registry in `root` with `versions` distinct versions (copies of the shipped active model, renamed);
+    the first is active. For tests of activation and hot reload that must not touch models/."""
+    import json
+    import shutil
+
+    from tagger.registry import META_FILE, Registry
+
+    source = SHIPPED_MODELS / Registry(SHIPPED_MODELS).current()
+    names = []
+    for i in range(versions):
+        name = f"v2000010{i + 1}-000000-copy{i + 1}"
+        shutil.copytree(source, root / name)
+        meta = json.loads((root / name / META_FILE).read_text(encoding="utf-8"))
+        meta["version"] = name
+        (root / name / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        names.append(name)
+    Registry(root).activate(names[0])
+    return names
