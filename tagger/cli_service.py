@@ -1,7 +1,7 @@
 """The service commands of the `tagger` CLI: serve, worker, outbox, feedback. A thin layer over
 tagger.service, tagger.worker and tagger.store; `register(cli)` adds them to the main group.
 
-Also runnable on its own: `python -m tagger.cli_service serve`.
+Registered on the main `tagger` group by `tagger.cli`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import dataclasses
 import json
 import logging
 import signal
-import sys
 import threading
 
 import click
@@ -232,26 +231,3 @@ def register(cli: click.Group) -> None:
     """Add serve, worker, outbox and feedback to the main `tagger` group."""
     for command in (serve, worker, outbox, feedback):
         cli.add_command(command)
-
-
-class _Group(click.Group):
-    """Every TaggerError becomes a one-line message, not a traceback (as in `tagger`)."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except TaggerError as exc:
-            _fail(exc)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """MOT Tagger service commands (the same as in `tagger`)."""
-    ctx.obj = Settings.load()
-
-
-register(main)
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

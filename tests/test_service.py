@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagger.cli_service import main as service_cli
+from tagger.cli import cli as service_cli
 from tagger.config import Settings
 from tagger.errors import WebhookError
 from tagger.helpdesks.base import hmac_hex

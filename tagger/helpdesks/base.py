@@ -155,6 +155,30 @@ def check_timestamp(timestamp: float, now: float, tolerance_s: float) -> None:
                                 f"(tolerance {int(tolerance_s)} s): stale or replayed delivery")
 
 
+def verify_timestamped_sha256(headers: Mapping[str, str], body: bytes, now: float, query: Mapping[str, str] | None,
+                              *, secret: str, signature_header: str, timestamp_header: str, tolerance_s: float,
+                              who: str = "webhook") -> None:
+    """The `sha256=<hex HMAC-SHA256(secret, "{timestamp}." + body)>` scheme with a signed timestamp held to
+    the replay window (Chatwoot's, and our generic adapter's); senders that cannot sign may send the shared
+    token instead (`X-Tagger-Token`, `Authorization: Bearer` or `?token=`)."""
+    signature = get_header(headers, signature_header)
+    if signature is None:
+        if shared_token_ok(headers, query, secret):
+            return
+        raise WebhookError(401, f"no {signature_header} and no shared token (X-Tagger-Token or ?token=)")
+    timestamp = (get_header(headers, timestamp_header) or "").strip()
+    algo, _, digest = signature.strip().partition("=")
+    if algo.lower() != "sha256" or not digest or not timestamp:
+        raise WebhookError(401, f"malformed {signature_header} (sha256=<hex>) or missing {timestamp_header}")
+    if not constant_time_equal(hmac_hex(secret, timestamp.encode() + b"." + body), digest.lower()):
+        raise WebhookError(401, f"{who} signature does not match")
+    try:
+        ts = float(timestamp)
+    except ValueError as exc:
+        raise WebhookError(401, f"unreadable {timestamp_header}: {timestamp[:40]!r}") from exc
+    check_timestamp(ts, now, tolerance_s)
+
+
 def basic_auth_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
     """(user, password) from an `Authorization: Basic ...` header, or None."""
     value = get_header(headers, "Authorization") or ""

@@ -34,16 +34,12 @@ from tagger.helpdesks.base import (
     Message,
     as_text,
     channel_from,
-    check_timestamp,
-    constant_time_equal,
-    get_header,
     get_in,
-    hmac_hex,
     quote_id,
-    shared_token_ok,
     split_tags,
     stable_event_id,
     ticket_id_from,
+    verify_timestamped_sha256,
 )
 
 SIGNATURE_HEADER = "X-Tagger-Signature"
@@ -124,23 +120,9 @@ class GenericAdapter(BaseAdapter):
     # -- webhook ----------------------------------------------------------------------------------------
     def verify(self, headers: Mapping[str, str], body: bytes, now: float,
                query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        signature = get_header(headers, SIGNATURE_HEADER)
-        if signature is None:
-            if shared_token_ok(headers, query, secret):
-                return
-            raise WebhookError(401, f"no {SIGNATURE_HEADER} and no shared token (X-Tagger-Token or ?token=)")
-        timestamp = (get_header(headers, TIMESTAMP_HEADER) or "").strip()
-        algo, _, digest = signature.strip().partition("=")
-        if algo.lower() != "sha256" or not digest or not timestamp:
-            raise WebhookError(401, f"malformed {SIGNATURE_HEADER} (sha256=<hex>) or missing {TIMESTAMP_HEADER}")
-        if not constant_time_equal(hmac_hex(secret, timestamp.encode() + b"." + body), digest.lower()):
-            raise WebhookError(401, "webhook signature does not match")
-        try:
-            ts = float(timestamp)
-        except ValueError as exc:
-            raise WebhookError(401, f"unreadable {TIMESTAMP_HEADER}: {timestamp[:40]!r}") from exc
-        check_timestamp(ts, now, self.tolerance_s)
+        verify_timestamped_sha256(headers, body, now, query, secret=self._require_secret(),
+                                  signature_header=SIGNATURE_HEADER, timestamp_header=TIMESTAMP_HEADER,
+                                  tolerance_s=self.tolerance_s, who="webhook")
 
     def _field(self, payload: Any, name: str) -> Any:
         return get_in(payload, *self.fields[name])
