@@ -56,7 +56,7 @@ def test_evaluate_prints_per_class_per_language_and_confusion(runner, tmp_path):
     out_png = tmp_path / "cm.png"
     result = runner.invoke(cli, ["evaluate", "--plot", str(out_png)])
     assert result.exit_code == 0, result.output
-    for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", " lv "):
+    for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", "\nlv "):
         assert needle in result.stdout
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
