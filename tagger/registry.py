@@ -48,6 +48,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp files are owner-only; the service may run as another user
     os.replace(tmp, path)
 
 
