@@ -33,6 +33,7 @@ from tagger.helpdesks.generic import GenericAdapter, parse_fields
 
 from .helpdesk_fake import FakeHelpdesk
 from .test_helpdesk_chatwoot import PAYLOAD as CHATWOOT
+from .test_helpdesk_djangohelpdesk import EMAIL_REPLY as DJANGOHELPDESK
 from .test_helpdesk_freshdesk import REPLY as FRESHDESK
 from .test_helpdesk_helpscout import PAYLOAD as HELPSCOUT
 from .test_helpdesk_liveagent import PAYLOAD as LIVEAGENT
@@ -48,18 +49,22 @@ ENV = {
     "TAGGER_CHATWOOT_ACCOUNT_ID": "1",
     "TAGGER_LIVEAGENT_URL": "https://acme.ladesk.com", "TAGGER_LIVEAGENT_API_KEY": "cred-6",
     "TAGGER_HELPSCOUT_TOKEN": "cred-7",
+    "TAGGER_DJANGOHELPDESK_URL": "https://desk.acme.com/helpdesk", "TAGGER_DJANGOHELPDESK_USER": "tagger",
+    "TAGGER_DJANGOHELPDESK_PASSWORD": "cred-8",
     "TAGGER_GENERIC_WRITEBACK_URL": "https://desk.acme.com/api/tickets/{ticket_id}/tags",
 }
 EXAMPLES = {"zendesk": (ZENDESK, {}), "freshdesk": (FRESHDESK, {}), "zammad": (ZAMMAD, {}),
             "chatwoot": (CHATWOOT, {}), "liveagent": (LIVEAGENT, {}),
             "helpscout": (HELPSCOUT, {"X-HelpScout-Event": "convo.customer.reply.created"}),
+            "djangohelpdesk": (DJANGOHELPDESK, {}),
             "generic": ({"ticket_id": "T-1", "text": "hello", "channel": "chat"}, {})}
 
 
 # -- registry and configuration -------------------------------------------------------------------------------
 
 def test_registry_has_every_adapter_and_each_follows_the_interface():
-    assert set(ADAPTERS) == {"zendesk", "freshdesk", "zammad", "chatwoot", "liveagent", "helpscout", "generic"}
+    assert set(ADAPTERS) == {"zendesk", "freshdesk", "zammad", "chatwoot", "liveagent", "helpscout", "djangohelpdesk",
+                             "generic"}
     for name in ADAPTERS:
         adapter = get_adapter(name, ENV)
         assert isinstance(adapter, Adapter) and isinstance(adapter, BaseAdapter) and adapter.name == name
@@ -67,7 +72,7 @@ def test_registry_has_every_adapter_and_each_follows_the_interface():
 
 
 def test_unknown_helpdesk_names_the_known_ones():
-    with pytest.raises(ConfigError, match="known: chatwoot, freshdesk"):
+    with pytest.raises(ConfigError, match="known: chatwoot, djangohelpdesk, freshdesk"):
         get_adapter("jira", ENV)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tagger.errors import ConfigError
 from tagger.helpdesks.base import Adapter, BaseAdapter, Message
 from tagger.helpdesks.chatwoot import ChatwootAdapter
+from tagger.helpdesks.djangohelpdesk import DjangoHelpdeskAdapter
 from tagger.helpdesks.freshdesk import FreshdeskAdapter
 from tagger.helpdesks.generic import GenericAdapter
 from tagger.helpdesks.helpscout import HelpScoutAdapter
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 ADAPTERS: dict[str, type[BaseAdapter]] = {
     cls.name: cls
     for cls in (ZendeskAdapter, FreshdeskAdapter, ZammadAdapter, ChatwootAdapter, LiveAgentAdapter,
-                HelpScoutAdapter, GenericAdapter)
+                HelpScoutAdapter, DjangoHelpdeskAdapter, GenericAdapter)
 }
 
 
@@ -59,5 +60,6 @@ def get_adapter(name: str, env: Mapping[str, str] = os.environ, *, settings: Set
     return cls.from_env(env, **_common(env, settings))
 
 
-__all__ = ["ADAPTERS", "Adapter", "Message", "get_adapter", "ChatwootAdapter", "FreshdeskAdapter",
-           "GenericAdapter", "HelpScoutAdapter", "LiveAgentAdapter", "ZammadAdapter", "ZendeskAdapter"]
+__all__ = ["ADAPTERS", "Adapter", "Message", "get_adapter", "ChatwootAdapter", "DjangoHelpdeskAdapter",
+           "FreshdeskAdapter", "GenericAdapter", "HelpScoutAdapter", "LiveAgentAdapter", "ZammadAdapter",
+           "ZendeskAdapter"]

@@ -1,0 +1,237 @@
+"""django-helpdesk: its new-ticket and follow-up webhooks, labels written to custom fields through its REST API.
+
+Contract followed (django-helpdesk 2.6, read in the installed package and in django-helpdesk/django-helpdesk):
+- Webhooks (docs/webhooks.rst; helpdesk/webhooks.py, helpdesk/settings.py): the URLs come from the Django settings
+  `HELPDESK_GET_NEW_TICKET_WEBHOOK_URLS` / `HELPDESK_GET_FOLLOWUP_WEBHOOK_URLS` (callables returning a list) or the
+  environment variables `HELPDESK_NEW_TICKET_WEBHOOK_URLS` / `HELPDESK_FOLLOWUP_WEBHOOK_URLS`. django-helpdesk
+  POSTs `{"ticket": <TicketSerializer data>, "queue_slug": ...}` when a ticket is created and the same plus
+  `"followup_id"` when a follow-up is added (agent reply, status change, custom-field edit in the staff UI, or a
+  customer's e-mail reply). Deliveries carry no signature, no delivery id and no custom header, and are not retried.
+- Ticket data (helpdesk/serializers.py `TicketSerializer`): `id`, `title`, `description`, `submitter_email`,
+  `followup_set` (`id`, `user` (null for e-mail replies), `public`, `comment`, `date`, ...) and every custom field
+  as `custom_<name>`.
+- Tickets have no tag list (no tag model or field in helpdesk/models.py), so the labels go into custom fields
+  created for the purpose (see docs/helpdesks.md): `mot_stage` (e.g. `smot`), `mot_sentiment` (e.g. `negative`)
+  and, optional, `mot_review` (boolean: the guess is unsure).
+- REST API (helpdesk/views/api.py `TicketViewSet`, staff only): `GET` and `PATCH /api/tickets/{id}/`; a PATCH that
+  names only `custom_<name>` keys changes only those custom fields (`TicketSerializer.update` ->
+  `save_custom_field_values`). Unknown `custom_*` keys are silently dropped by DRF, so the ticket is read first
+  and a missing field is reported. Authentication: HTTP Basic (DRF's default `BasicAuthentication`).
+
+What is classified: on ticket creation, title + description; on a follow-up, the newest customer message, i.e.
+the newest public follow-up without a user (an e-mail reply) after the opening one, else the description. A
+follow-up by an agent therefore repeats the text we classified last, which the service answers as `unchanged`
+(our own labels) or records as a `correction` (an agent changed `mot_stage` / `mot_sentiment`).
+
+Webhook authentication: django-helpdesk cannot sign or add headers, so the shared token goes into the webhook URL:
+`https://<tagger>/webhooks/djangohelpdesk?token=<secret>`.
+
+Environment: TAGGER_DJANGOHELPDESK_URL (where `helpdesk.urls` is mounted, e.g. https://example.com/helpdesk),
+TAGGER_DJANGOHELPDESK_USER and TAGGER_DJANGOHELPDESK_PASSWORD (a staff account with access to the queues),
+TAGGER_DJANGOHELPDESK_SECRET (the shared token; TAGGER_DJANGOHELPDESK_TOKEN is accepted as another name for it),
+optional TAGGER_DJANGOHELPDESK_STAGE_FIELD / _SENTIMENT_FIELD / _REVIEW_FIELD (custom field names, default
+mot_stage / mot_sentiment / mot_review).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from tagger.errors import ConfigError, HelpdeskError, WebhookError
+from tagger.helpdesks.base import (
+    BaseAdapter,
+    Message,
+    as_text,
+    quote_id,
+    require,
+    shared_token_ok,
+    stable_event_id,
+    ticket_id_from,
+)
+from tagger.labels import SENTIMENTS, STAGES, labels_from_tags, review_tag, sentiment_tag, stage_tag
+
+log = logging.getLogger("tagger.helpdesks.djangohelpdesk")
+
+DEFAULT_FIELDS = {"stage": "mot_stage", "sentiment": "mot_sentiment", "review": "mot_review"}
+_FIELD_NAME_RE = re.compile(r"^[-A-Za-z0-9_]{1,50}$")     # CustomField.name is a SlugField
+
+
+class DjangoHelpdeskAdapter(BaseAdapter):
+    name: ClassVar[str] = "djangohelpdesk"
+
+    def __init__(self, *, base_url: str, user: str, password: str, stage_field: str = DEFAULT_FIELDS["stage"],
+                 sentiment_field: str = DEFAULT_FIELDS["sentiment"], review_field: str = DEFAULT_FIELDS["review"],
+                 **common: Any):
+        super().__init__(base_url=base_url, **common)
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError("TAGGER_DJANGOHELPDESK_URL must be an http(s) URL, where helpdesk.urls is mounted "
+                              "(e.g. https://example.com/helpdesk)")
+        for what, value in (("STAGE_FIELD", stage_field), ("SENTIMENT_FIELD", sentiment_field),
+                            ("REVIEW_FIELD", review_field)):
+            if not _FIELD_NAME_RE.match(value):
+                raise ConfigError(f"TAGGER_DJANGOHELPDESK_{what}={value!r} is not a custom field name "
+                                  "(letters, digits, - and _)")
+        self.stage_key, self.sentiment_key = f"custom_{stage_field}", f"custom_{sentiment_field}"
+        self.review_key = f"custom_{review_field}"
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._auth = {"Authorization": f"Basic {basic}"}
+        self._warned_no_review = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **common: Any) -> DjangoHelpdeskAdapter:
+        secret = cls.env_value(env, "SECRET", required=False)
+        alias = cls.env_value(env, "TOKEN", required=False)
+        if secret and alias and secret != alias:
+            raise ConfigError("TAGGER_DJANGOHELPDESK_SECRET and TAGGER_DJANGOHELPDESK_TOKEN are both set and differ; "
+                              "they name the same shared token, set one")
+        return cls(base_url=cls.env_value(env, "URL", why="the URL where django-helpdesk is mounted, "
+                                                           "e.g. https://example.com/helpdesk"),
+                   user=cls.env_value(env, "USER", why="a django-helpdesk staff user for the REST API"),
+                   password=cls.env_value(env, "PASSWORD", why="the password of TAGGER_DJANGOHELPDESK_USER"),
+                   stage_field=cls.env_value(env, "STAGE_FIELD", default=DEFAULT_FIELDS["stage"]),
+                   sentiment_field=cls.env_value(env, "SENTIMENT_FIELD", default=DEFAULT_FIELDS["sentiment"]),
+                   review_field=cls.env_value(env, "REVIEW_FIELD", default=DEFAULT_FIELDS["review"]),
+                   secret=secret or alias, **common)
+
+    # -- webhook ----------------------------------------------------------------------------------------
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
+               query: Mapping[str, str] | None = None) -> None:
+        secret = self._require_secret()
+        if not shared_token_ok(headers, query, secret):
+            raise WebhookError(401, "django-helpdesk does not sign webhooks: the shared token (?token= in the "
+                                    "webhook URL, or an X-Tagger-Token header) is missing or wrong")
+
+    def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
+        if not isinstance(payload, Mapping):
+            raise WebhookError(422, "payload must be a JSON object {\"ticket\": ..., \"queue_slug\": ...}")
+        ticket = require(payload, "ticket")
+        if not isinstance(ticket, Mapping):
+            raise WebhookError(422, "field ticket must be an object")
+        ticket_id = ticket_id_from(ticket.get("id"), "ticket.id")
+        followups = _followups(ticket.get("followup_set"))
+        is_followup = payload.get("followup_id") is not None
+        if is_followup:
+            followup_id = as_text(payload.get("followup_id"))
+            if followup_id is None or not (followup_id.isascii() and followup_id.isdigit()):
+                raise WebhookError(422, "field followup_id must be a follow-up id")
+        else:
+            followup_id = followups[0][0] if followups else None     # the "Ticket Opened" follow-up
+        text = _customer_text(followups) or as_text(ticket.get("description")) or ""
+        if not text.strip():
+            return None
+        subject = as_text(ticket.get("title")) or ""
+        followup = next((f for fid, f in followups if fid == followup_id), {})
+        opening = followups[0][0] if followups else None
+        kind = "followup.created" if is_followup else "ticket.created"
+        anchor: tuple[Any, ...] = (followup_id, as_text(followup.get("date"))) if followup_id else (subject, text)
+        return Message(
+            helpdesk=self.name, ticket_id=ticket_id, text=text,
+            event_id=stable_event_id(self.name, ticket_id, kind, *anchor),
+            channel="ticket", subject=subject, event_type=kind, tags=self._tags(ticket),
+            url=f"{self.base_url}/tickets/{ticket_id}/",
+            author=as_text(ticket.get("submitter_email")),
+            meta={"queue_slug": as_text(payload.get("queue_slug")) or "", "followup_id": followup_id,
+                  "customer_reply": bool(followup) and followup_id != opening and _is_customer(followup)},
+        )
+
+    def _tags(self, ticket: Mapping[str, Any]) -> tuple[str, ...]:
+        """The labels in the ticket's custom fields, as our tags (so corrections and our own writes are seen)."""
+        tags = []
+        stage = _label(ticket.get(self.stage_key), STAGES, self.stage_prefix)
+        if stage:
+            tags.append(stage_tag(stage, self.stage_prefix))
+        sentiment = _label(ticket.get(self.sentiment_key), SENTIMENTS, self.sentiment_prefix)
+        if sentiment:
+            tags.append(sentiment_tag(sentiment, self.sentiment_prefix))
+        if ticket.get(self.review_key) is True:
+            tags.append(review_tag(self.stage_prefix))
+        return tuple(tags)
+
+    # -- API --------------------------------------------------------------------------------------------
+    def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
+        """Set our custom fields from the tags: `mot_smot` -> mot_stage "smot", `sentiment_negative` ->
+        mot_sentiment "negative", `mot_review` -> mot_review true/false. Only those keys are PATCHed."""
+        url = self.api_url(f"/api/tickets/{quote_id(ticket_id)}/")
+        what = f"django-helpdesk ticket {ticket_id}"
+        ticket = self._json(self._send(client, "GET", url, f"get {what}", headers=self._auth), f"get {what}")
+        if not isinstance(ticket, Mapping):
+            raise HelpdeskError(f"get {what}: expected a JSON object", permanent=False)
+        missing = [key[len("custom_"):] for key in (self.stage_key, self.sentiment_key) if key not in ticket]
+        if missing:
+            raise HelpdeskError(f"{what}: custom field(s) {', '.join(missing)} not found; create them in the "
+                                "Django admin (Helpdesk > Custom fields, staff only) as docs/helpdesks.md says",
+                                permanent=True)
+        wanted = self._wanted(ticket, add, remove, what)
+        change = {key: value for key, value in wanted.items() if ticket.get(key) != value}
+        if not change:
+            return
+        response = self._send(client, "PATCH", url, f"update custom fields of {what}", json=change,
+                              headers=self._auth)
+        data = self._json(response, f"update custom fields of {what}")
+        ignored = [key for key, value in change.items() if not isinstance(data, Mapping) or data.get(key) != value]
+        if ignored:
+            raise HelpdeskError(f"{what}: django-helpdesk did not store {', '.join(ignored)} (check the custom "
+                                "fields' type: text or a list that offers the label)", permanent=True)
+
+    def _wanted(self, ticket: Mapping[str, Any], add: list[str], remove: list[str], what: str) -> dict[str, Any]:
+        stage, sentiment = labels_from_tags(set(add), stage_prefix=self.stage_prefix,
+                                            sentiment_prefix=self.sentiment_prefix)
+        stale = set(self.own_only(remove)) - set(add)
+        wanted: dict[str, Any] = {}
+        for key, label, allowed, prefix, to_tag in (
+                (self.stage_key, stage, STAGES, self.stage_prefix, stage_tag),
+                (self.sentiment_key, sentiment, SENTIMENTS, self.sentiment_prefix, sentiment_tag)):
+            current = _label(ticket.get(key), allowed, prefix)
+            if label:
+                wanted[key] = label
+            elif current and to_tag(current, prefix) in stale:
+                wanted[key] = ""                   # our stale label, nothing new to put there
+        review = review_tag(self.stage_prefix)
+        if self.review_key in ticket:
+            if review in add:
+                wanted[self.review_key] = True
+            elif review in stale:
+                wanted[self.review_key] = False
+        elif review in add and not self._warned_no_review:
+            self._warned_no_review = True
+            log.warning("%s: no custom field %s, so an unsure guess cannot be flagged for review",
+                        what, self.review_key[len("custom_"):])
+        return wanted
+
+
+def _followups(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(id, follow-up) pairs of `followup_set` in id order; entries without a usable id are left out."""
+    items = []
+    for followup in value if isinstance(value, list) else []:
+        if isinstance(followup, Mapping):
+            fid = as_text(followup.get("id"))
+            if fid and fid.isascii() and fid.isdigit():
+                items.append((fid, followup))
+    return sorted(items, key=lambda item: int(item[0]))
+
+
+def _is_customer(followup: Mapping[str, Any]) -> bool:
+    """A customer's message: a public follow-up without a user (django-helpdesk's e-mail replies)."""
+    return followup.get("user") is None and followup.get("public") is True
+
+
+def _customer_text(followups: list[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """The newest customer reply after the opening follow-up (which repeats the description), if any."""
+    for _fid, followup in reversed(followups[1:]):
+        comment = as_text(followup.get("comment"))
+        if _is_customer(followup) and comment and comment.strip():
+            return comment
+    return None
+
+
+def _label(value: Any, allowed: tuple[str, ...], prefix: str) -> str | None:
+    """A custom field's value as one of `allowed` (`smot`, also `mot_smot`, any case); None otherwise."""
+    text = (as_text(value) or "").strip().lower()
+    if prefix and text.startswith(prefix.lower()):
+        text = text[len(prefix):]
+    return text if text in allowed else None
