@@ -92,7 +92,8 @@ def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -
 @click.command()
 @db_option
 @click.option("--once", is_flag=True, help="Write everything that is due now, then exit.")
-@click.option("--concurrency", default=8, show_default=True, help="Tag writes in flight at once.")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="Tag writes in flight at once (default: TAGGER_WORKER_CONCURRENCY or 8).")
 @adapter_option
 @log_option
 @click.pass_context

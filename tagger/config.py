@@ -43,6 +43,7 @@ class Settings:
     outbox_max_delay_s: float = 600.0
     http_timeout_s: float = 10.0
     worker_poll_s: float = 0.5
+    worker_concurrency: int = 8
     api_token: str = ""
     activation_max_drop: float = 0.02
 

@@ -348,26 +348,41 @@ class Store:
 
     def claim(self, *, limit: int = 16, lease_s: float = 60.0, now: dt.datetime | None = None) -> list[OutboxItem]:
         """Lease up to `limit` due outbox rows to this caller for `lease_s` seconds."""
+        with self._tx() as conn:
+            return self._claim_in(conn, limit, lease_s, now or utcnow())
+
+    def settle_and_claim(self, done: Sequence[OutboxItem], *, limit: int, lease_s: float = 60.0,
+                         now: dt.datetime | None = None) -> tuple[set[int], list[OutboxItem]]:
+        """`mark_done_many(done)` and `claim(limit=...)` in one transaction (a busy worker's step: on SQLite
+        every write transaction queues for the one write lock, so one instead of two matters). Returns the
+        ids still ours that are now done, and the new claims."""
+        if not done and limit <= 0:
+            return set(), []
         now = now or utcnow()
+        with self._tx() as conn:
+            finished = self._done_in(conn, done, now)
+            return finished, (self._claim_in(conn, limit, lease_s, now) if limit > 0 else [])
+
+    def _claim_in(self, conn: Connection, limit: int, lease_s: float, now: dt.datetime) -> list[OutboxItem]:
         token = uuid.uuid4().hex
         lease = now + dt.timedelta(seconds=lease_s)
         claim_values = dict(lease_until=lease, claim_token=token, attempts=outbox.c.attempts + 1, updated_at=now)
-        with self._tx() as conn:
-            if self.dialect == "postgresql":
-                ids = conn.execute(self._due(outbox, now, limit)
-                                   .with_for_update(of=outbox, skip_locked=True)).scalars().all()
-                if not ids:
-                    return []
-                conn.execute(outbox.update().where(outbox.c.id.in_(ids)).values(**claim_values))
-            else:  # SQLite: one UPDATE under the database write lock is the atomic claim
-                due_ids = self._due(outbox.alias("candidate"), now, limit).scalar_subquery()
-                conn.execute(outbox.update().where(outbox.c.id.in_(due_ids), outbox.c.status == PENDING)
-                             .values(**claim_values))
-            rows = conn.execute(sa.select(outbox).where(outbox.c.claim_token == token)
-                                .order_by(outbox.c.id)).all()
+        # The claimed rows come back from the UPDATE itself (RETURNING): claim_token has no index, and a
+        # SELECT by it would scan the whole outbox, done rows included (slower every day the service runs).
+        if self.dialect == "postgresql":
+            ids = conn.execute(self._due(outbox, now, limit)
+                               .with_for_update(of=outbox, skip_locked=True)).scalars().all()
+            if not ids:
+                return []
+            claim = outbox.update().where(outbox.c.id.in_(ids))
+        else:  # SQLite: one UPDATE under the database write lock is the atomic claim
+            due_ids = self._due(outbox.alias("candidate"), now, limit).scalar_subquery()
+            claim = outbox.update().where(outbox.c.id.in_(due_ids), outbox.c.status == PENDING)
+        rows = conn.execute(claim.values(**claim_values).returning(*outbox.c)).all()
         return [OutboxItem(id=r.id, message_id=r.message_id, helpdesk=r.helpdesk, ticket_id=r.ticket_id,
                            add=list(r.add_tags), remove=list(r.remove_tags), attempts=r.attempts,
-                           queued_at=r.queued_at, created_at=r.created_at, claim_token=token) for r in rows]
+                           queued_at=r.queued_at, created_at=r.created_at, claim_token=token)
+                for r in sorted(rows, key=lambda r: r.id)]
 
     def _finish(self, item: OutboxItem, now: dt.datetime | None, **values) -> bool:
         with self._tx() as conn:
@@ -381,15 +396,24 @@ class Store:
         return self._finish(item, now, status=DONE, last_error=None)
 
     def mark_done_many(self, items: Sequence[OutboxItem], *, now: dt.datetime | None = None) -> set[int]:
-        """`mark_done` for a batch, in one transaction; returns the ids that were still ours."""
-        done: set[int] = set()
+        """`mark_done` for a batch, in one transaction (one UPDATE per claim); returns the ids that were
+        still ours."""
+        if not items:
+            return set()
         with self._tx() as conn:
-            for item in items:
-                result = conn.execute(outbox.update().where(
-                    outbox.c.id == item.id, outbox.c.claim_token == item.claim_token, outbox.c.status == PENDING,
-                ).values(status=DONE, last_error=None, lease_until=None, claim_token=None, updated_at=now or utcnow()))
-                if result.rowcount == 1:
-                    done.add(item.id)
+            return self._done_in(conn, items, now or utcnow())
+
+    @staticmethod
+    def _done_in(conn: Connection, items: Sequence[OutboxItem], now: dt.datetime) -> set[int]:
+        by_claim: dict[str, list[int]] = {}
+        for item in items:
+            by_claim.setdefault(item.claim_token, []).append(item.id)
+        done: set[int] = set()
+        for token, ids in by_claim.items():
+            done.update(conn.execute(outbox.update().where(
+                outbox.c.id.in_(ids), outbox.c.claim_token == token, outbox.c.status == PENDING,
+            ).values(status=DONE, last_error=None, lease_until=None, claim_token=None, updated_at=now)
+                .returning(outbox.c.id)).scalars().all())
         return done
 
     def mark_retry(self, item: OutboxItem, error: str, next_attempt_at: dt.datetime, *,

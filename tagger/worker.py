@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 
@@ -44,17 +44,18 @@ def default_lease_s(settings: Settings) -> float:
 
 
 class Worker:
-    """Drains the outbox. `run_once()` does one round (tests, `tagger worker --once`); `start()` runs
-    rounds in a background thread until `stop()`."""
+    """Drains the outbox. `run_once()` does one round (tests, `tagger worker --once`); `start()` keeps up to
+    `concurrency` writes in flight in a background thread until `stop()` (see `run_forever`)."""
 
     def __init__(self, store: Store, adapters: Mapping[str, Adapter], settings: Settings, *,
-                 client: httpx.Client | None = None, concurrency: int = 8, lease_s: float | None = None,
+                 client: httpx.Client | None = None, concurrency: int | None = None, lease_s: float | None = None,
                  on_outcome: Callable[[str, str, OutboxItem, float], None] | None = None,
                  rng: random.Random | None = None):
         self.store, self.adapters, self.settings = store, adapters, settings
-        self.client = client or httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False)
+        self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        self.client = client or httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False,
+                                             limits=_pool_limits(self.concurrency))
         self._own_client = client is None
-        self.concurrency = max(1, concurrency)
         self.lease_s = lease_s if lease_s is not None else default_lease_s(settings)
         self.on_outcome = on_outcome
         self.rng = rng or random.Random()
@@ -72,7 +73,12 @@ class Worker:
             return 0
         results = [self._write(items[0])] if len(items) == 1 else list(self._pool.map(self._write, items))
         written = [item for item, exc, _s in results if exc is None]
-        done = self.store.mark_done_many(written) if written else set()
+        self._settle(results, self.store.mark_done_many(written) if written else set())
+        return len(items)
+
+    def _settle(self, results: list[tuple[OutboxItem, Exception | None, float]], done: set[int]) -> None:
+        """Report finished writes (`done`: the ids marked done); each failure is retried later or
+        dead-lettered."""
         for item, exc, seconds in results:
             if exc is not None:
                 outcome = self._failed(item, exc)
@@ -82,7 +88,6 @@ class Worker:
                 outcome = LOST
                 log.warning("outbox #%s: written, but the lease expired meanwhile", item.id)
             self._report(item, outcome, seconds)
-        return len(items)
 
     def drain(self, timeout_s: float = 10.0) -> int:
         """Run rounds until nothing is due (or `timeout_s` passed); returns rows attempted."""
@@ -153,19 +158,55 @@ class Worker:
         self._wake.set()
 
     def run_forever(self) -> None:
-        """Rounds until `stop()`; sleeps `worker_poll_s` when idle (or until `notify()`)."""
-        while not self._stop.is_set():
-            try:
-                n = self.run_once()
-            except (StoreError, TaggerError) as exc:
-                log.error("worker round failed: %s", exc)
-                n = 0
-            except Exception:  # noqa: BLE001 - keep the loop alive, the rows are safe in the outbox
-                log.exception("worker round failed")
-                n = 0
-            if n < self.concurrency:
-                self._wake.wait(self.settings.worker_poll_s)
-                self._wake.clear()
+        """Keep up to `concurrency` writes in flight until `stop()`, then finish the ones in flight.
+
+        No round waits for its slowest write. Each step marks every write finished since the last step
+        done and refills the free slots, in one transaction (`Store.settle_and_claim`); it refills only
+        once a quarter of the slots are free (or none is busy), so under load one transaction covers
+        many rows. A row is claimed only when a slot is free to write it at once, so its lease covers the
+        write and nothing else. Sleeps `worker_poll_s` when idle, or until `notify()` or a write ends."""
+        inflight: dict[Future, OutboxItem] = {}
+        refill_at = max(1, self.concurrency // 4)
+        while True:
+            self._wake.clear()                      # before looking: a wake-up from now on is not lost
+            finished = [future for future in inflight if future.done()]
+            for future in finished:
+                del inflight[future]
+            stopping = self._stop.is_set()
+            if stopping and not inflight and not finished:
+                return
+            free = self.concurrency - len(inflight)
+            want = free if not stopping and free and (free >= refill_at or not inflight) else 0
+            if finished or want:
+                results = [future.result() for future in finished]
+                written = [item for item, exc, _s in results if exc is None]
+                step = self._guard(self.store.settle_and_claim, written, limit=want, lease_s=self.lease_s)
+                if step is None:                    # not recorded: those rows are written again after their lease
+                    step, results = (set(), []), [r for r in results if r[1] is not None]
+                done, claimed = step
+                self._guard(self._settle, results, done)
+                for item in claimed:
+                    future = self._pool.submit(self._write, item)
+                    future.add_done_callback(self._written)
+                    inflight[future] = item
+                if finished:
+                    continue                        # look again at once: more may have finished meanwhile
+            self._wake.wait(self.settings.worker_poll_s)
+
+    def _written(self, _future: Future) -> None:
+        self._wake.set()
+
+    @staticmethod
+    def _guard(step: Callable, *args, **kwargs):
+        """Run one step of the loop; a failure is logged, not raised (the rows are safe in the outbox: a
+        claimed one is taken again when its lease expires)."""
+        try:
+            return step(*args, **kwargs)
+        except (StoreError, TaggerError) as exc:
+            log.error("worker step failed: %s", exc)
+        except Exception:  # noqa: BLE001 - keep the loop alive
+            log.exception("worker step failed")
+        return None
 
     def start(self) -> Worker:
         self._stop.clear()
@@ -182,6 +223,12 @@ class Worker:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
             self.client.close()
+
+
+def _pool_limits(concurrency: int) -> httpx.Limits:
+    """At least one kept-alive connection per write slot (httpx keeps 20 by default), so a worker with
+    more slots does not open a new connection for most writes."""
+    return httpx.Limits(max_connections=max(100, concurrency), max_keepalive_connections=max(20, concurrency))
 
 
 def _describe(exc: Exception) -> str:

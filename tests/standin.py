@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,10 +67,18 @@ class StandinHelpdesk:
     `hang_next(n, seconds)` answers them late (with 504, after the client gave up, without applying),
     `slow_next(n, seconds)` applies them normally but only after a delay,
     `down()`/`up()` close and reopen the port (connection refused in between).
+
+    `fail_rate` fails that share of the writes that have no scripted fault, at random (seeded by `seed`),
+    answering with a (status, Retry-After or None) drawn from `fail_with`: a flaky helpdesk for load and
+    soak runs. A write may also be sent to `/<via>/tickets/{id}/tags` (a base URL with a path, one per
+    replica or worker): `via` is recorded, so a test can tell who wrote.
     """
 
-    def __init__(self, port: int | None = None, *, start: bool = True):
+    def __init__(self, port: int | None = None, *, start: bool = True, fail_rate: float = 0.0,
+                 fail_with: Sequence[tuple[int, str | None]] = ((500, None),), seed: int | None = None):
         self.port = port or free_port()
+        self.fail_rate, self.fail_with = fail_rate, tuple(fail_with)
+        self._rng = random.Random(seed)
         self.lock = threading.Lock()
         self.tags: dict[str, set[str]] = collections.defaultdict(set)
         self.writes: list[dict[str, Any]] = []        # applied writes, in order
@@ -136,12 +145,15 @@ class StandinHelpdesk:
         length = int(req.headers.get("Content-Length") or 0)
         body = req.rfile.read(length)
         parts = req.path.strip("/").split("/")
+        via = parts.pop(0) if len(parts) == 4 else None
         if len(parts) != 3 or parts[0] != "tickets" or parts[2] != "tags":
             return self._reply(req, 404, {"error": "no such endpoint"})
         ticket_id = parts[1]
         with self.lock:
             fault = self.faults.popleft() if self.faults else None
-        record = {"ticket_id": ticket_id, "at": time.time(), "fault": fault}
+            if fault is None and self.fail_rate and self._rng.random() < self.fail_rate:
+                fault = ("status", *self._rng.choice(self.fail_with))
+        record = {"ticket_id": ticket_id, "at": time.time(), "fault": fault, "via": via}
         with self.lock:
             self.attempts.append(record)
         if fault and fault[0] == "hang":
@@ -160,7 +172,8 @@ class StandinHelpdesk:
         with self.lock:
             self.tags[ticket_id] -= set(remove)
             self.tags[ticket_id] |= set(add)
-            self.writes.append({"ticket_id": ticket_id, "add": add, "remove": remove, "at": time.time()})
+            self.writes.append({"ticket_id": ticket_id, "add": add, "remove": remove, "at": time.time(),
+                                "via": via})
             tags = sorted(self.tags[ticket_id])
         self._reply(req, 200, {"ticket_id": ticket_id, "tags": tags})
 

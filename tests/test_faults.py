@@ -124,9 +124,9 @@ def test_a_helpdesk_that_is_down_gets_every_tag_when_it_comes_back(live, helpdes
 
 
 # -- kill -9 -------------------------------------------------------------------------------------------------
-# the installed `tagger` command; `python -m tagger.cli_service` (the same commands) where it is not installed
+# the installed `tagger` command; `python -m tagger.cli` where it is not installed
 _SCRIPT = Path(sys.executable).with_name("tagger")
-TAGGER = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "tagger.cli_service"]
+TAGGER = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "tagger.cli"]
 
 
 class ServeProcess:

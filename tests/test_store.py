@@ -262,6 +262,32 @@ def test_concurrent_claims_never_hand_out_a_row_twice(store):
     assert store.outbox_counts()[DONE] == 60
 
 
+def test_settle_and_claim_marks_done_and_leases_more_in_one_step(store):
+    first = record(store, "T1", text="one")
+    [item] = store.claim(limit=1, lease_s=30)
+    second = record(store, "T1", text="two")              # waits for the first write of its ticket
+    record(store, "T2")
+    later = utcnow() + dt.timedelta(seconds=31)
+    [stolen] = store.claim(limit=1, lease_s=30, now=later)  # our lease expired and the row went elsewhere
+    assert stolen.id == first.outbox_id
+    done, claimed = store.settle_and_claim([item], limit=5, lease_s=30, now=later)
+    assert done == set() and [i.ticket_id for i in claimed] == ["T2"]        # not ours any more; T1 still busy
+    done, claimed = store.settle_and_claim([stolen], limit=5, lease_s=30, now=later)
+    assert done == {first.outbox_id} and [i.id for i in claimed] == [second.outbox_id]   # done unblocks T1
+    assert store.settle_and_claim([], limit=0) == (set(), [])
+    assert store.outbox_counts() == {PENDING: 2, DONE: 1, DEAD: 0}
+
+
+def test_claims_come_back_complete_whatever_the_outbox_holds(store):
+    done_before = [record(store, f"old{i}").outbox_id for i in range(30)]
+    store.mark_done_many(store.claim(limit=30))
+    fresh = [record(store, f"new{i}").outbox_id for i in range(5)]
+    items = store.claim(limit=10, lease_s=30)
+    assert [i.id for i in items] == fresh and all(i.id not in done_before for i in items)
+    assert len({i.claim_token for i in items}) == 1 and all(i.attempts == 1 for i in items)
+    assert items[0].add == ["mot_smot", "sentiment_negative"] and items[0].queued_at.tzinfo is not None
+
+
 def test_dead_rows_can_be_retried(store):
     a, b = record(store, "T1"), record(store, "T2")
     for item in store.claim(limit=5):

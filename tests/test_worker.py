@@ -158,6 +158,35 @@ def test_several_workers_write_every_row_exactly_once(store, helpdesk, db_url):
     assert helpdesk.write_counts() == {t: 1 for t in tickets}
 
 
+def test_a_slow_write_does_not_hold_up_the_others(store, helpdesk, db_url):
+    helpdesk.slow_next(1, seconds=1.5)                # the first write takes 1.5 s (well inside the timeout)
+    worker = make_worker(store, helpdesk, settings_for(db_url, http_timeout_s=5.0), concurrency=4).start()
+    queue(store, "SLOW")
+    worker.notify()
+    wait_until(lambda: helpdesk.attempts, timeout=4, what="the slow write to start")
+    started = time.monotonic()
+    tickets = [f"T{i}" for i in range(6)]
+    for t in tickets:
+        queue(store, t)
+    worker.notify()
+    wait_until(lambda: set(helpdesk.write_counts()) >= set(tickets), timeout=4, what="the other writes")
+    assert time.monotonic() - started < 1.2 and "SLOW" not in helpdesk.write_counts()   # not waiting for it
+    wait_until(lambda: store.outbox_counts()[DONE] == 7, timeout=5, what="all rows done")
+    worker.stop(timeout_s=5)
+    assert helpdesk.write_counts() == {t: 1 for t in [*tickets, "SLOW"]}
+
+
+def test_concurrency_comes_from_the_settings_unless_given(store, helpdesk, db_url):
+    settings = settings_for(db_url, worker_concurrency=24)
+    assert Settings.load(env={"TAGGER_WORKER_CONCURRENCY": "24"}).worker_concurrency == 24
+    worker = make_worker(store, helpdesk, settings)
+    assert worker.concurrency == 24 and worker._pool._max_workers == 24
+    worker.stop()
+    worker = make_worker(store, helpdesk, settings, concurrency=3)
+    assert worker.concurrency == 3
+    worker.stop()
+
+
 # -- adapters from specs -------------------------------------------------------------------------------------
 def test_adapter_specs_are_loaded_and_checked():
     adapter = load_adapter_spec("tests.standin:make_adapter", {"TAGGER_STANDIN_URL": "http://127.0.0.1:9"})
