@@ -80,7 +80,10 @@ def make_adapter(env: Mapping[str, str]) -> BenchAdapter:
 
 # -- the helpdesk stand-in -----------------------------------------------------------------------------------
 class Standin:
-    def __init__(self):
+    """Timestamps the first tag write per ticket. With `slow_every=k`, every k-th write is answered only
+    after `slow_s` seconds (a helpdesk API with a latency tail)."""
+
+    def __init__(self, slow_every: int = 0, slow_s: float = 0.0):
         self.arrivals: dict[str, float] = {}
         self.writes = 0
         self.lock = threading.Lock()
@@ -99,6 +102,9 @@ class Standin:
                 with standin.lock:
                     standin.arrivals.setdefault(ticket, now)
                     standin.writes += 1
+                    slow = slow_every and standin.writes % slow_every == 0
+                if slow:
+                    time.sleep(slow_s)
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env.update({"TAGGER_BENCH_URL": standin.url, "NO_PROXY": "127.0.0.1,localhost",
                     "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")])})
         log = open(Path(tmp) / "serve.log", "wb")  # closed in the finally below
-        proc = subprocess.Popen([sys.executable, "-m", "tagger.cli_service", "serve", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "tagger.cli", "serve", "--host", "127.0.0.1",
                                  "--port", str(port), "--db", db, "--models", args.models,
                                  "--adapter", "webhook_bench:make_adapter", "--log-level", "warning"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
