@@ -1,6 +1,9 @@
 """Tagging a large export: streamed in chunks (never loaded whole), classified in parallel on local
 cores (joblib) or on a Dask cluster, written in input order, resumable after an interruption.
 
+`backfill_helpdesk` does the same for a helpdesk's ticket history, paged through its listing API (see each
+adapter's `list_tickets`), and can queue the labels for write-back through the store's outbox.
+
 Resume works from a checkpoint beside the output (`<output>.progress.json`): after every chunk
 the output is flushed and fsynced, then the checkpoint records how many input lines and output
 bytes are done. On `--resume` the output is cut back to the recorded length and reading restarts
@@ -12,13 +15,17 @@ import csv
 import hashlib
 import itertools
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tagger.errors import TaggerError
+
+log = logging.getLogger("tagger.backfill")
 
 _MODELS: dict[str, Any] = {}  # per worker process: model path -> loaded Tagger
 
@@ -197,6 +204,127 @@ def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
             yield done_chunk, fut.result()
 
 
+# -- from a helpdesk's API ------------------------------------------------------------------------------------
+def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, since: float | None = None,
+                      resume: bool = False, store=None, settings=None, max_tickets: int | None = None,
+                      review_threshold: float | None = None, progress: Callable[[dict], None] | None = None,
+                      sleep: Callable[[float], None] = time.sleep, attempts: int = 8,
+                      base_delay_s: float = 2.0) -> dict[str, int]:
+    """Page through `adapter`'s ticket history (`adapter.list_tickets`), classify every page and append it to
+    `output` (JSONL). With a `store`, also queue each ticket's tags in the outbox for the worker to write
+    (write-back), but only where that is safe: the ticket carries none of our tags yet (an agent's or an
+    earlier run's labels are kept), the service has not classified it already, and the helpdesk still lets it
+    be changed. Rate limits and outages are waited out (429 + Retry-After, else exponential backoff, up to
+    `attempts` tries a page); a run stopped at any point continues with `resume=True` from the page after the
+    last one written. Returns counts: tickets, skipped, pages, queued, kept."""
+    from tagger.registry import load_tagger
+
+    output = Path(output)
+    checkpoint = output.with_name(output.name + ".progress.json")
+    origin = {"helpdesk": adapter.name, "since": since}
+    state: dict[str, Any] | None = None
+    if resume and checkpoint.is_file():
+        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        if {k: state.get(k) for k in origin} != origin:
+            raise TaggerError(f"{checkpoint} belongs to another backfill ({state.get('helpdesk')}, since "
+                              f"{state.get('since')}); delete it or run without --resume")
+    elif output.exists() and output.stat().st_size:
+        raise TaggerError(f"{output} exists; use --resume to continue it or remove it")
+    state = state or {**origin, "cursor": None, "finished": False, "output_bytes": 0, "pages": 0, "tickets": 0,
+                      "skipped": 0, "queued": 0, "kept": 0}
+    counts = ("tickets", "skipped", "pages", "queued", "kept")
+    if state["finished"]:
+        return {k: state[k] for k in counts}
+    tagger = load_tagger(model_path, review_threshold=review_threshold)
+    queue = _WriteBack(store, settings, adapter, tagger) if store is not None else None
+    with open(output, "r+b" if output.exists() else "wb") as out:
+        out.truncate(state["output_bytes"])
+        out.seek(state["output_bytes"])
+        while True:
+            page = _fetch_page(adapter, client, state["cursor"], since, sleep=sleep, attempts=attempts,
+                               base_delay_s=base_delay_s)
+            messages = page.messages
+            predictions = tagger.predict_many([m.full_text for m in messages], [m.channel for m in messages])
+            lines = []
+            for message, prediction in zip(messages, predictions, strict=True):
+                labels = prediction.to_dict()
+                lines.append(json.dumps({
+                    "helpdesk": message.helpdesk, "ticket_id": message.ticket_id, "url": message.url,
+                    "updated_at": message.meta.get("updated_at") or None, "subject": message.subject,
+                    "text": message.text, "channel": message.channel, **labels}, ensure_ascii=False))
+                if queue is not None:
+                    state[queue.add(message, prediction, labels)] += 1
+            if lines:
+                data = ("\n".join(lines) + "\n").encode("utf-8")
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+                state["output_bytes"] += len(data)
+            state["pages"] += 1
+            state["tickets"] += len(messages)
+            state["skipped"] += page.skipped
+            state["cursor"] = page.next_cursor
+            state["finished"] = page.next_cursor is None
+            tmp = checkpoint.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, checkpoint)
+            if progress:
+                progress(dict(state))
+            if state["finished"] or (max_tickets and state["tickets"] >= max_tickets):
+                break
+    return {k: state[k] for k in counts}
+
+
+def _fetch_page(adapter, client, cursor: str | None, since: float | None, *, sleep: Callable[[float], None],
+                attempts: int, base_delay_s: float):
+    from tagger.errors import HelpdeskError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return adapter.list_tickets(client, cursor, since)
+        except HelpdeskError as exc:
+            if exc.permanent or attempt == attempts:
+                raise TaggerError(f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''}; "
+                                  "run again with --resume to continue from this page)") from exc
+            delay = exc.retry_after if exc.retry_after is not None else base_delay_s * 2 ** (attempt - 1)
+            delay = min(delay, 600.0)
+            log.warning("%s; trying the page again in %.0f s", exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class _WriteBack:
+    """Queues a backfilled ticket's tags in the outbox, where that is safe (see `backfill_helpdesk`)."""
+
+    def __init__(self, store, settings, adapter, tagger):
+        from tagger.labels import tags_for
+        from tagger.service import own_tags
+
+        self.store, self.adapter, self.tags_for = store, adapter, tags_for
+        self.settings = settings
+        self.own = own_tags(settings)
+        self.version = str(tagger.metadata.get("version", "unversioned"))
+
+    def add(self, message, prediction, labels: dict) -> str:
+        from tagger.store import DuplicateEvent, text_hash
+
+        if not message.meta.get("writable", True) or self.own & set(message.tags):
+            return "kept"
+        if self.store.last_message(message.helpdesk, message.ticket_id) is not None:
+            return "kept"                     # the live service (or an earlier run) has classified it already
+        s = self.settings
+        add = self.tags_for(prediction.stage, prediction.sentiment, prediction.review,
+                            stage_prefix=s.stage_tag_prefix, sentiment_prefix=s.sentiment_tag_prefix)
+        try:
+            self.store.record_classification(
+                helpdesk=message.helpdesk, ticket_id=message.ticket_id, event_id=message.event_id,
+                text_hash=text_hash(message.full_text), prediction=labels, channel=message.channel,
+                model_version=self.version, add=add, remove=sorted(self.own - set(add)), ticket_url=message.url)
+        except DuplicateEvent:
+            return "kept"
+        return "queued"
+
+
 def count_lines(path: str | Path) -> int:
     """Lines in a file, counted in 1 MiB blocks (for the progress bar)."""
     n = 0
@@ -206,4 +334,4 @@ def count_lines(path: str | Path) -> int:
     return n
 
 
-__all__ = ["backfill", "classify_records", "count_lines"]
+__all__ = ["backfill", "backfill_helpdesk", "classify_records", "count_lines"]

@@ -9,6 +9,9 @@ An adapter knows three things about its helpdesk and nothing else:
 - `write_tags(client, ticket_id, add, remove)`: put tags on the ticket through the helpdesk's API with the
   given `httpx.Client`, keeping every tag that is not ours. Raises `HelpdeskError` (with `status`,
   `retry_after` and `permanent`) so the worker can decide to retry.
+- optional, for `tagger backfill --helpdesk NAME`: `list_tickets(client, cursor, since)` returns one `TicketPage`
+  of the helpdesk's ticket history (oldest change first where the API allows) and the opaque cursor of the next
+  page; the cursor is what a resumed backfill starts from.
 
 Adapters get their API base URL and credentials from the environment (`TAGGER_<NAME>_URL`,
 `TAGGER_<NAME>_TOKEN`, `TAGGER_<NAME>_SECRET`, ...), documented in each module and in the README.
@@ -50,6 +53,18 @@ class Message:
     def full_text(self) -> str:
         """Subject and body, the way the classifier reads them."""
         return f"{self.subject}\n{self.text}".strip() if self.subject else self.text
+
+
+@dataclass(frozen=True)
+class TicketPage:
+    """One page of a helpdesk's ticket history: the messages to classify (one per ticket, the text the webhook
+    path would classify where the listing carries it), how many listed tickets had nothing to classify, and
+    the cursor of the next page (None: this was the last one). `Message.meta["writable"]` is False for a
+    ticket the helpdesk no longer lets anyone change (e.g. Zendesk's closed tickets)."""
+
+    messages: list[Message]
+    next_cursor: str | None
+    skipped: int = 0
 
 
 @runtime_checkable
@@ -227,6 +242,24 @@ def stable_event_id(helpdesk: str, *parts: Any) -> str:
     return f"{helpdesk}:{digest[:40]}"
 
 
+def history_message(helpdesk: str, ticket_id: str, text: str, *, subject: str = "", channel: str = "ticket",
+                    tags: tuple[str, ...] = (), url: str | None = None, updated: str = "", writable: bool = True,
+                    **meta: Any) -> Message:
+    """A ticket read from a helpdesk's listing API (backfill), as a `Message`. Its event id depends on the
+    ticket, its update time and its text only, so listing the same ticket twice gives the same id."""
+    return Message(helpdesk=helpdesk, ticket_id=ticket_id, text=text,
+                   event_id=stable_event_id(helpdesk, "backfill", ticket_id, updated, text),
+                   channel=channel, subject=subject, event_type="backfill", tags=tuple(tags), url=url,
+                   meta={"writable": writable, "updated_at": updated, **meta})
+
+
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds as `2024-01-31T00:00:00Z`, the form the listing APIs take."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def get_in(node: Any, *path: str | int) -> Any:
     """`node[p0][p1]...` or None when any step is missing or of the wrong type (never raises)."""
     for key in path:
@@ -375,6 +408,12 @@ class BaseAdapter:
     def api_url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
+        """One page of ticket history for `tagger backfill --helpdesk` (`since`: epoch seconds, None for all).
+        Adapters whose helpdesk has a listing API override this."""
+        raise ConfigError(f"backfill from the {self.name} API is not supported yet: export the tickets as JSONL "
+                          "or CSV and run `tagger backfill EXPORT -o OUT`")
+
     def _send(self, client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         """One API call; transport failures and error statuses become `HelpdeskError` (retry decided there)."""
         try:
@@ -400,8 +439,8 @@ def quote_id(ticket_id: str) -> str:
     return quote(str(ticket_id), safe="")
 
 
-__all__ = ["Adapter", "Message", "HelpdeskError", "WebhookError", "hmac_hex", "constant_time_equal",
+__all__ = ["Adapter", "Message", "TicketPage", "HelpdeskError", "WebhookError", "hmac_hex", "constant_time_equal",
            "raise_for_response", "parse_retry_after", "require", "BaseAdapter", "get_header", "hmac_digest",
            "hmac_b64", "check_timestamp", "basic_auth_credentials", "shared_token_ok", "stable_event_id",
-           "get_in", "as_text", "is_unrendered", "ticket_id_from", "split_tags", "channel_from", "quote_id",
+           "get_in", "as_text", "history_message", "iso_utc", "is_unrendered", "ticket_id_from", "split_tags", "channel_from", "quote_id",
            "DEFAULT_TOKEN_HEADER", "DEFAULT_TOKEN_PARAM"]

@@ -18,6 +18,11 @@ Contract followed (django-helpdesk 2.6, read in the installed package and in dja
   `save_custom_field_values`). Unknown `custom_*` keys are silently dropped by DRF, so the ticket is read first
   and a missing field is reported. Authentication: HTTP Basic (DRF's default `BasicAuthentication`).
 
+- History (`tagger backfill --helpdesk djangohelpdesk`): `GET /api/tickets/?page_size=100`, DRF's page-number
+  pagination (`count`, `next` (absolute URL or null), `results`: TicketSerializer data, the same as a webhook's
+  `ticket`), so the same text is classified as for a webhook. The API has no "changed since" filter; `since` is
+  applied to the date of each ticket's newest follow-up.
+
 What is classified: on ticket creation, title + description; on a follow-up, the newest customer message, i.e.
 the newest public follow-up without a user (an e-mail reply) after the opening one, else the description. A
 follow-up by an agent therefore repeats the text we classified last, which the service answers as `unchanged`
@@ -46,7 +51,10 @@ from tagger.errors import ConfigError, HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    TicketPage,
     as_text,
+    get_in,
+    history_message,
     quote_id,
     require,
     shared_token_ok,
@@ -56,6 +64,17 @@ from tagger.helpdesks.base import (
 from tagger.labels import SENTIMENTS, STAGES, labels_from_tags, review_tag, sentiment_tag, stage_tag
 
 log = logging.getLogger("tagger.helpdesks.djangohelpdesk")
+
+def _epoch(value: str) -> float:
+    """A DRF datetime (`2026-11-23T10:00:00.123456Z` or with an offset) as epoch seconds; 0 when unreadable."""
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return parsed.timestamp() if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC).timestamp()
+
 
 DEFAULT_FIELDS = {"stage": "mot_stage", "sentiment": "mot_sentiment", "review": "mot_review"}
 _FIELD_NAME_RE = re.compile(r"^[-A-Za-z0-9_]{1,50}$")     # CustomField.name is a SlugField
@@ -153,6 +172,32 @@ class DjangoHelpdeskAdapter(BaseAdapter):
         return tuple(tags)
 
     # -- API --------------------------------------------------------------------------------------------
+    def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
+        what = "django-helpdesk list tickets"
+        url = cursor or self.api_url("/api/tickets/?page_size=100")
+        data = self._json(self._send(client, "GET", url, what, headers=self._auth), what)
+        results = data.get("results") if isinstance(data, Mapping) else None
+        if not isinstance(results, list):
+            raise HelpdeskError(f"{what}: no results list (is DRF pagination on?)", status=200, permanent=True)
+        messages, skipped = [], 0
+        for ticket in results:
+            try:
+                message = self.parse({"ticket": ticket}, {})
+            except WebhookError:
+                message = None
+            newest = max((as_text(f.get("date")) or "" for _i, f in _followups(get_in(ticket, "followup_set"))),
+                         default="")
+            if message is None or (since and newest and _epoch(newest) < since):
+                skipped += 1
+                continue
+            messages.append(history_message(self.name, message.ticket_id, message.text, subject=message.subject,
+                                            tags=message.tags, url=message.url, updated=newest))
+        following = as_text(data.get("next"))
+        origin = "/".join(self.base_url.split("/", 3)[:3]) + "/"     # scheme://host[:port]/
+        if following and not following.startswith(origin):           # never send our credentials elsewhere
+            raise HelpdeskError(f"{what}: the next page {following[:80]!r} is not on {self.base_url}", permanent=True)
+        return TicketPage(messages, following or None, skipped)
+
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         """Set our custom fields from the tags: `mot_smot` -> mot_stage "smot", `sentiment_negative` ->
         mot_sentiment "negative", `mot_review` -> mot_review true/false. Only those keys are PATCHed."""

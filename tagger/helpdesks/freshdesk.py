@@ -13,6 +13,11 @@ Contract followed (documentation pages):
   REPLACES the ticket's tags, so we `GET /api/v2/tickets/{id}` (https://developers.freshdesk.com/api/#view_a_ticket)
   first and send the union (everyone else's tags kept, only our stale ones dropped).
 - Auth: https://developers.freshdesk.com/api/#authentication -- HTTP Basic with the API key as user, `X` as password.
+- History (`tagger backfill --helpdesk freshdesk`): List All Tickets, https://developers.freshdesk.com/api/#list_all_tickets
+  -- `GET /api/v2/tickets?updated_since=...&order_by=updated_at&order_type=asc&per_page=100&page=N&include=description`
+  (without `updated_since` only the last 30 days are listed; `include=description` adds `description_text`);
+  the `link` header carries `rel="next"` while more pages exist; page numbers stop at 300, so after page 300 the
+  listing starts again from the last ticket's `updated_at` (tickets seen at that second are not repeated).
 - Rate limits: 429 with `Retry-After` (https://developers.freshdesk.com/api/#ratelimit).
 
 The JSON body the admin pastes (Encoding: JSON, Content: Advanced), also in docs/helpdesks.md:
@@ -34,18 +39,23 @@ TAGGER_FRESHDESK_SECRET (the shared token).
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 
-from tagger.errors import WebhookError
+from tagger.errors import HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    TicketPage,
     as_text,
     channel_from,
+    get_in,
+    history_message,
     is_unrendered,
+    iso_utc,
     quote_id,
     shared_token_ok,
     split_tags,
@@ -64,6 +74,9 @@ def _usable(value: Any) -> str:
 
 class FreshdeskAdapter(BaseAdapter):
     name: ClassVar[str] = "freshdesk"
+    #: List All Tickets: the largest page number the API serves, and tickets per page (its maximum).
+    max_page: ClassVar[int] = 300
+    per_page: ClassVar[int] = 100
 
     def __init__(self, *, base_url: str, api_key: str, **common: Any):
         super().__init__(base_url=base_url, **common)
@@ -114,6 +127,39 @@ class FreshdeskAdapter(BaseAdapter):
         )
 
     # -- API --------------------------------------------------------------------------------------------
+    def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
+        what = "freshdesk list tickets"
+        state = json.loads(cursor) if cursor else {"since": iso_utc(since or 0), "page": 1, "seen": []}
+        response = self._send(client, "GET", self.api_url("/api/v2/tickets"), what, headers=self._auth, params={
+            "updated_since": state["since"], "order_by": "updated_at", "order_type": "asc",
+            "per_page": self.per_page, "page": state["page"], "include": "description"})
+        tickets = self._json(response, what)
+        if not isinstance(tickets, list):
+            raise HelpdeskError(f"{what}: expected a JSON list of tickets", status=200, permanent=True)
+        seen, messages, skipped = set(state["seen"]), [], 0
+        for ticket in tickets:
+            ticket_id = as_text(get_in(ticket, "id"))
+            text = as_text(get_in(ticket, "description_text")) or ""
+            if not ticket_id or ticket_id in seen or not text.strip():
+                skipped += 1
+                continue
+            source = as_text(ticket.get("source")) or ""
+            messages.append(history_message(
+                self.name, ticket_id, text, subject=as_text(ticket.get("subject")) or "",
+                channel=SOURCE_CODES.get(source) or channel_from(source), tags=split_tags(ticket.get("tags")),
+                url=f"{self.base_url}/a/tickets/{ticket_id}", updated=as_text(ticket.get("updated_at")) or ""))
+        if 'rel="next"' not in response.headers.get("link", "").replace("rel=next", 'rel="next"'):
+            return TicketPage(messages, None, skipped)
+        if state["page"] < self.max_page:
+            return TicketPage(messages, json.dumps({**state, "page": state["page"] + 1}), skipped)
+        last = as_text(get_in(tickets, -1, "updated_at")) if tickets else None
+        if not last or last == state["since"]:
+            raise HelpdeskError(f"{what}: more than {self.max_page} pages of tickets updated at {state['since']}; "
+                                "the listing cannot page past them", permanent=True)
+        at_last = [as_text(get_in(t, "id")) for t in tickets if as_text(get_in(t, "updated_at")) == last]
+        return TicketPage(messages, json.dumps({"since": last, "page": 1, "seen": [i for i in at_last if i]}),
+                          skipped)
+
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         url = self.api_url(f"/api/v2/tickets/{quote_id(ticket_id)}")
         what = f"freshdesk ticket {ticket_id}"

@@ -14,6 +14,11 @@ Contract followed (documentation pages):
 - Auth: https://developer.helpscout.com/mailbox-api/overview/authentication/ -- `Authorization: Bearer {token}`;
   tokens come from the Client Credentials flow, `POST /v2/oauth2/token` with `grant_type=client_credentials`
   (they expire, so with an app id and secret we fetch and refresh them ourselves).
+- History (`tagger backfill --helpdesk helpscout`): List Conversations,
+  https://developer.helpscout.com/mailbox-api/endpoints/conversations/list/ -- `GET /v2/conversations?status=all
+  &embed=threads&sortField=modifiedAt&sortOrder=asc&page=N[&modifiedSince=...]`, a HAL page
+  (`_embedded.conversations`, `page.number`, `page.totalPages`); with `embed=threads` each conversation carries
+  the same `_embedded.threads` as a webhook, so the same customer thread is classified.
 - Link to a conversation: `https://secure.helpscout.net/conversation/{id}/{number}/` (Conversation object docs).
 
 Environment: TAGGER_HELPSCOUT_URL (default https://api.helpscout.net), either TAGGER_HELPSCOUT_APP_ID +
@@ -33,12 +38,15 @@ from tagger.errors import ConfigError, HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    TicketPage,
     as_text,
     channel_from,
     constant_time_equal,
     get_header,
     get_in,
+    history_message,
     hmac_b64,
+    iso_utc,
     quote_id,
     split_tags,
     stable_event_id,
@@ -164,6 +172,33 @@ class HelpScoutAdapter(BaseAdapter):
             # an expired or revoked token: fetch a fresh one once
             return self._send(client, method, self.api_url(path), what,
                               headers=self._bearer(client, refresh=True), **kwargs)
+
+    def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
+        what = "list help scout conversations"
+        page = int(cursor) if cursor else 1
+        params: dict[str, Any] = {"status": "all", "embed": "threads", "sortField": "modifiedAt",
+                                  "sortOrder": "asc", "page": page}
+        if since:
+            params["modifiedSince"] = iso_utc(since)
+        data = self._json(self._call(client, "GET", "/v2/conversations", what, params=params), what)
+        conversations = get_in(data, "_embedded", "conversations") or []
+        if not isinstance(conversations, list):
+            raise HelpdeskError(f"{what}: _embedded.conversations is not a list", status=200, permanent=True)
+        messages, skipped = [], 0
+        for conversation in conversations:
+            try:
+                message = self.parse(conversation, {EVENT_HEADER: "convo.created"})
+            except WebhookError:
+                message = None
+            if message is None or as_text(get_in(conversation, "status")) == "spam":
+                skipped += 1
+                continue
+            messages.append(history_message(
+                self.name, message.ticket_id, message.text, subject=message.subject, channel=message.channel,
+                tags=message.tags, url=message.url, updated=as_text(get_in(conversation, "modifiedAt")) or ""))
+        total = get_in(data, "page", "totalPages")
+        more = isinstance(total, int) and page < total
+        return TicketPage(messages, str(page + 1) if more else None, skipped)
 
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         what = f"help scout conversation {ticket_id}"

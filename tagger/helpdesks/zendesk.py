@@ -10,6 +10,13 @@ Contract followed (documentation pages):
 - Tags: https://developer.zendesk.com/api-reference/ticketing/ticket-management/tags/
   `PUT /api/v2/tickets/{id}/tags` adds (keeps existing tags), `DELETE /api/v2/tickets/{id}/tags` removes the
   listed ones; body `{"tags": [...]}` for both.
+- History (`tagger backfill --helpdesk zendesk`): the cursor-based Incremental Ticket Export,
+  https://developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/ --
+  `GET /api/v2/incremental/tickets/cursor.json?start_time={unix}` first, then `?cursor={after_cursor}` until
+  `end_of_stream` is true; each ticket has `id`, `subject`, `description` (its first comment), `via.channel`,
+  `status`, `tags`, `updated_at`. 10 requests a minute, 429 + Retry-After beyond (the backfill waits).
+  Closed tickets cannot be updated (https://support.zendesk.com/hc/en-us/articles/4408887617050), so they are
+  classified but never written to.
 - Auth: `Authorization: Basic base64("{email}/token:{api_token}")`, or `Bearer {oauth_token}` without an email.
 
 The JSON body the admin pastes into the trigger's "Notify active webhook" action (also in docs/helpdesks.md):
@@ -38,15 +45,18 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tagger.errors import WebhookError
+from tagger.errors import HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    TicketPage,
     as_text,
     channel_from,
     check_timestamp,
     constant_time_equal,
     get_header,
+    get_in,
+    history_message,
     hmac_b64,
     is_unrendered,
     quote_id,
@@ -142,6 +152,35 @@ class ZendeskAdapter(BaseAdapter):
         )
 
     # -- API --------------------------------------------------------------------------------------------
+    def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
+        what = "zendesk incremental ticket export"
+        params: dict[str, Any] = {"cursor": cursor} if cursor else {"start_time": int(since or 0)}
+        params["exclude_deleted"] = "true"
+        data = self._json(self._send(client, "GET", self.api_url("/api/v2/incremental/tickets/cursor.json"), what,
+                                     params=params, headers=self._auth), what)
+        tickets = data.get("tickets") if isinstance(data, Mapping) else None
+        if not isinstance(tickets, list):
+            raise HelpdeskError(f"{what}: no tickets list in the response", status=200, permanent=True)
+        messages, skipped = [], 0
+        for ticket in tickets:
+            ticket_id = as_text(get_in(ticket, "id"))
+            text = as_text(get_in(ticket, "description")) or ""
+            status = (as_text(get_in(ticket, "status")) or "").lower()
+            if not ticket_id or not text.strip() or status == "deleted":
+                skipped += 1
+                continue
+            messages.append(history_message(
+                self.name, ticket_id, text, subject=as_text(ticket.get("subject")) or "",
+                channel=channel_from(get_in(ticket, "via", "channel")), tags=split_tags(ticket.get("tags")),
+                url=f"{self.base_url}/agent/tickets/{ticket_id}", updated=as_text(ticket.get("updated_at")) or "",
+                writable=status != "closed", status=status))
+        if data.get("end_of_stream") is True:
+            return TicketPage(messages, None, skipped)
+        after = as_text(data.get("after_cursor"))
+        if not after:
+            raise HelpdeskError(f"{what}: end_of_stream is false but there is no after_cursor", permanent=True)
+        return TicketPage(messages, after, skipped)
+
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         url = self.api_url(f"/api/v2/tickets/{quote_id(ticket_id)}/tags")
         stale = [t for t in self.own_only(remove) if t not in add]
