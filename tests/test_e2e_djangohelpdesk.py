@@ -450,3 +450,64 @@ def test_a_customers_email_reply_is_classified_and_written(stack, shipped_model)
         expected.stage, expected.sentiment, expected.review)
     assert (expected.stage, expected.sentiment) != (first["custom_mot_stage"], first["custom_mot_sentiment"])
     assert ticket["custom_order_number"] == "A-4411" and ticket["description"] == COMPLAINT
+
+
+# tickets that were there before the tagger: created straight in django-helpdesk's database (as an import or
+# an old installation would have them), so no webhook ever announced them
+HISTORY_PY = '''
+import json
+import os
+
+import django
+
+django.setup()
+from helpdesk.models import FollowUp, Queue, Ticket
+
+queue = Queue.objects.get(slug="support")
+ids = []
+for title, text in json.loads(os.environ["DH_HISTORY"]):
+    ticket = Ticket.objects.create(queue=queue, title=title, description=text, submitter_email="old@example.lv")
+    FollowUp.objects.create(ticket=ticket, title="Ticket Opened", comment=text, public=True)
+    ids.append(ticket.id)
+print(json.dumps(ids))
+'''
+
+HISTORY = [("Vai piegādājat uz Liepāju?", "Sveiki! Vai jūs piegādājat dīvānus arī uz Liepāju, un cik tas maksā?"),
+           ("Broken zipper", "The zipper on the backpack I bought last month broke on the second trip. Not happy."),
+           ("Grazie!", "Il frullatore è arrivato ieri ed è perfetto, grazie mille per la velocità!")]
+
+
+def test_backfill_pages_through_the_real_api_and_writes_back_only_unlabelled_tickets(stack, shipped_model, tmp_path):
+    from click.testing import CliRunner
+
+    from tagger.cli import cli
+
+    live = stack.create_ticket()["id"]                     # announced by a webhook: the service labels it
+    stack.labelled(live)
+    stack.settled(live)
+    made = stack.run(textwrap.dedent(HISTORY_PY), DH_HISTORY=json.dumps(HISTORY))
+    assert made.returncode == 0, made.stderr
+    old_ids = json.loads(made.stdout.strip().splitlines()[-1])
+    time.sleep(0.5)
+    assert all(not stack.deliveries.for_ticket(i) for i in old_ids)       # no webhook for the history
+
+    out = tmp_path / "history.jsonl"
+    env = {"TAGGER_DJANGOHELPDESK_URL": stack.helpdesk_url, "TAGGER_DJANGOHELPDESK_USER": stack.env["DH_USER"],
+           "TAGGER_DJANGOHELPDESK_PASSWORD": stack.env["DH_PASSWORD"], "NO_PROXY": "127.0.0.1",
+           **{k: "" for k in PROXY_VARS}}
+    result = CliRunner().invoke(cli, ["backfill", "--helpdesk", HELPDESK, "-o", str(out), "--write-back",
+                                      "--db", str(stack.service.store.engine.url)], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {int(r["ticket_id"]): r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert set(old_ids) | {live} <= set(rows)
+    patches_before = stack.patches(live)
+    for ticket_id, (title, text) in zip(old_ids, HISTORY, strict=True):
+        expected = expected_for(shipped_model, title, text)
+        assert (rows[ticket_id]["stage"], rows[ticket_id]["sentiment"]) == (expected.stage, expected.sentiment)
+        ticket = stack.labelled(ticket_id)             # written back by the running service's worker
+        assert (ticket["custom_mot_stage"], ticket["custom_mot_sentiment"]) == (expected.stage, expected.sentiment)
+        stack.settled(ticket_id)
+    time.sleep(0.5)
+    assert stack.patches(live) == patches_before and len(stack.outbox(live)) == 1   # labelled before: untouched
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert counts["queued"] == len(old_ids) and counts["kept"] == len(rows) - len(old_ids)
