@@ -37,7 +37,7 @@ from tagger.store import Store, outbox
 from tagger.worker import Worker
 
 from .conftest import MODELS
-from .standin import free_port, local_client
+from .standin import StandinHelpdesk, free_port, local_client
 
 MODEL = str(MODELS / "current")
 
@@ -73,14 +73,7 @@ class ApiStandin:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 standin.requests.append((self.command, parts.path, query, dict(self.headers), body))
                 status, headers, payload = standin.route(self.command, parts.path, query, self.headers, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                StandinHelpdesk._reply(self, status, payload, headers)
 
             do_GET = do_PUT = do_DELETE = do_POST = _any
 

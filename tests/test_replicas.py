@@ -22,9 +22,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tagger.store import Store, normalize_url, text_hash
+from tagger.store import Store, text_hash
 from tests.standin import PROXY_VARS, SHIPPED_MODELS, StandinHelpdesk, event, local_client, wait_until
-from tests.test_store import PG_URL, pg_skip_reason
+from tests.test_store import pg_schema_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -41,18 +41,7 @@ FAST_RETRIES = {"TAGGER_OUTBOX_BASE_DELAY_S": "0.05", "TAGGER_OUTBOX_MAX_DELAY_S
 @pytest.fixture
 def pg_url():
     """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards)."""
-    reason = pg_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(PG_URL))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(normalize_url(PG_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    yield from pg_schema_url("r")
 
 
 @pytest.fixture

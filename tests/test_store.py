@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -41,8 +42,12 @@ _PG_SKIP: list[str | None] = []
 
 
 def pg_skip_reason() -> str | None:
+    """Why the PostgreSQL tests cannot run here (they skip), or None. With TAGGER_TEST_REQUIRE_PG=1 (set by
+    .ci/run) an unreachable server fails them instead: CI must not pass by skipping them."""
     if not _PG_SKIP:
         _PG_SKIP.append(_pg_unreachable_reason())
+    if _PG_SKIP[0] and os.environ.get("TAGGER_TEST_REQUIRE_PG") == "1":
+        pytest.fail(f"TAGGER_TEST_REQUIRE_PG=1 but {_PG_SKIP[0]}")
     return _PG_SKIP[0]
 
 
@@ -51,10 +56,16 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
+    yield from pg_schema_url("t")
+
+
+def pg_schema_url(prefix: str) -> Iterator[str]:
+    """For a fixture: a PostgreSQL URL whose search_path is a fresh schema, dropped afterwards (skips, or fails
+    under TAGGER_TEST_REQUIRE_PG=1, when no server answers)."""
     reason = pg_skip_reason()
     if reason:
         pytest.skip(reason)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(normalize_url(PG_URL))
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
