@@ -1,4 +1,4 @@
-"""Shared fixtures: the real shipped model, and the real corpus."""
+"""Shared fixtures: the real shipped model, the real corpus, and a helpdesk stand-in."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,3 +34,13 @@ def small_model(tmp_path_factory, corpus):
 
     train_set = [e for e in corpus[0] if e.lang in ("en", "lv", "zh")]
     return train(train_set, random_state=0)
+
+
+@pytest.fixture
+def helpdesk():
+    """A helpdesk stand-in on 127.0.0.1 (tests/standin.py) that answers every tag write; down at the end."""
+    from tests.standin import StandinHelpdesk
+
+    h = StandinHelpdesk()
+    yield h
+    h.down()

@@ -38,13 +38,6 @@ TEXTS = ["My order #4411 hasn't arrived, where is my parcel?", "Coupon won't app
 
 
 @pytest.fixture
-def helpdesk():
-    h = StandinHelpdesk()
-    yield h
-    h.down()
-
-
-@pytest.fixture
 def live(tmp_path, helpdesk, shipped_model):
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'faults.db'}", outbox_base_delay_s=0.05,
                         outbox_max_delay_s=0.2, http_timeout_s=0.4, worker_poll_s=0.02)

@@ -43,13 +43,6 @@ def service_settings(tmp_path, **kw) -> Settings:
 
 
 @pytest.fixture
-def helpdesk():
-    h = StandinHelpdesk()
-    yield h
-    h.down()
-
-
-@pytest.fixture
 def start(tmp_path, helpdesk, shipped_model):
     """start(**options) -> a running LiveServer; stopped at the end of the test."""
     running: list[LiveServer] = []

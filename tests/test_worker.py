@@ -17,7 +17,7 @@ from tagger.config import Settings
 from tagger.store import DEAD, DONE, PENDING, Store, text_hash, utcnow
 from tagger.worker import DEAD as OUT_DEAD
 from tagger.worker import RETRY, WRITTEN, Worker, backoff_delay, load_adapter_spec
-from tests.standin import PROXY_VARS, StandinAdapter, StandinHelpdesk, local_client, wait_until
+from tests.standin import PROXY_VARS, StandinAdapter, local_client, wait_until
 
 PRED = {"stage": "smot", "sentiment": "negative", "stage_confidence": 0.9, "sentiment_confidence": 0.9,
         "lang": "en", "review": False}
@@ -28,13 +28,6 @@ def settings_for(db_url: str, **kw) -> Settings:
     base = dict(db_url=db_url, outbox_base_delay_s=0.05, outbox_max_delay_s=0.2, http_timeout_s=0.5,
                 worker_poll_s=0.02, outbox_max_age_s=60)
     return Settings(**{**base, **kw})
-
-
-@pytest.fixture
-def helpdesk():
-    h = StandinHelpdesk()
-    yield h
-    h.down()
 
 
 @pytest.fixture
