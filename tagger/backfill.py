@@ -117,9 +117,14 @@ class Checkpoint:
         return state
 
     def save(self, state: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**state, "source": self.fingerprint()}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        _save_state(self.path, {**state, "source": self.fingerprint()})
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """Replace a checkpoint atomically: a crash leaves the old one or the new one, never half of one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def backfill(source: str | Path, output: str | Path, model_path: str, *, workers: int = 1, chunk_size: int = 2000,
@@ -265,9 +270,7 @@ def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, s
             state["skipped"] += page.skipped
             state["cursor"] = page.next_cursor
             state["finished"] = page.next_cursor is None
-            tmp = checkpoint.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state), encoding="utf-8")
-            os.replace(tmp, checkpoint)
+            _save_state(checkpoint, state)
             if progress:
                 progress(dict(state))
             if state["finished"] or (max_tickets and state["tickets"] >= max_tickets):
