@@ -70,7 +70,14 @@ def _chunks(records: Iterable[tuple[int, dict]], size: int, start_index: int) ->
         yield Chunk(index=index, last_line=batch[-1][0], records=[r for _n, r in batch])
 
 
-def classify_records(model_path: str, records: list[dict], review_threshold: float | None = None) -> list[str]:
+def _apply(tagger, overrides: dict | None) -> None:
+    """Settings that override the model's own (review_threshold, fast); None keeps the model's."""
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            setattr(tagger, key, value)
+
+
+def classify_records(model_path: str, records: list[dict], overrides: dict | None = None) -> list[str]:
     """Classify one chunk in a worker (the model is loaded once per process and cached); returns the
     output lines."""
     tagger = _MODELS.get(model_path)
@@ -78,8 +85,7 @@ def classify_records(model_path: str, records: list[dict], review_threshold: flo
         from tagger.registry import load_tagger
 
         tagger = _MODELS[model_path] = load_tagger(model_path)
-    if review_threshold is not None:
-        tagger.review_threshold = review_threshold
+    _apply(tagger, overrides)
     good = [r for r in records if "error" not in r]
     preds = iter(tagger.predict_many([r["text"] for r in good], [r.get("channel") for r in good]))
     lines = []
@@ -128,7 +134,7 @@ def _save_state(path: Path, state: dict) -> None:
 
 
 def backfill(source: str | Path, output: str | Path, model_path: str, *, workers: int = 1, chunk_size: int = 2000,
-             resume: bool = False, dask_address: str | None = None, review_threshold: float | None = None,
+             resume: bool = False, dask_address: str | None = None, overrides: dict | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Tag every record of `source` into `output` (JSONL). Returns counts: lines, errors, chunks."""
     source, output = Path(source), Path(output)
@@ -144,7 +150,7 @@ def backfill(source: str | Path, output: str | Path, model_path: str, *, workers
         out.truncate(state["output_bytes"])
         out.seek(state["output_bytes"])
         chunks = _chunks(_open_records(source, state["lines_done"]), chunk_size, state["chunks_done"])
-        results = _run(chunks, model_path, workers, dask_address, review_threshold)
+        results = _run(chunks, model_path, workers, dask_address, overrides)
         for chunk, lines in results:
             data = ("\n".join(lines) + "\n").encode("utf-8")
             out.write(data)
@@ -161,15 +167,15 @@ def backfill(source: str | Path, output: str | Path, model_path: str, *, workers
 
 
 def _run(chunks: Iterator[Chunk], model_path: str, workers: int, dask_address: str | None,
-         review_threshold: float | None) -> Iterator[tuple[Chunk, list[str]]]:
+         overrides: dict | None) -> Iterator[tuple[Chunk, list[str]]]:
     """Classify chunks in order: in this process, on local worker processes, or on a Dask cluster.
     At most a few chunks per worker are in flight, so memory stays bounded whatever the input size."""
     if dask_address:
-        yield from _run_dask(chunks, model_path, dask_address, review_threshold)
+        yield from _run_dask(chunks, model_path, dask_address, overrides)
         return
     if workers <= 1:
         for chunk in chunks:
-            yield chunk, classify_records(model_path, chunk.records, review_threshold)
+            yield chunk, classify_records(model_path, chunk.records, overrides)
         return
     from joblib import Parallel, delayed
 
@@ -178,7 +184,7 @@ def _run(chunks: Iterator[Chunk], model_path: str, workers: int, dask_address: s
     def tasks():
         for chunk in chunks:
             pending.append(chunk)
-            yield delayed(classify_records)(model_path, chunk.records, review_threshold)
+            yield delayed(classify_records)(model_path, chunk.records, overrides)
 
     parallel = Parallel(n_jobs=workers, return_as="generator", pre_dispatch=f"{2 * workers}")
     for lines in parallel(tasks()):
@@ -186,7 +192,7 @@ def _run(chunks: Iterator[Chunk], model_path: str, workers: int, dask_address: s
 
 
 def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
-              review_threshold: float | None) -> Iterator[tuple[Chunk, list[str]]]:
+              overrides: dict | None) -> Iterator[tuple[Chunk, list[str]]]:
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover
@@ -194,8 +200,7 @@ def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
     from tagger.registry import load_tagger
 
     tagger = load_tagger(model_path)
-    if review_threshold is not None:
-        tagger.review_threshold = review_threshold
+    _apply(tagger, overrides)
     with Client(address) as client:
         model_future = client.scatter(tagger, broadcast=True)  # workers need no shared filesystem
         window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
@@ -212,7 +217,7 @@ def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
 # -- from a helpdesk's API ------------------------------------------------------------------------------------
 def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, since: float | None = None,
                       resume: bool = False, store=None, settings=None, max_tickets: int | None = None,
-                      review_threshold: float | None = None, progress: Callable[[dict], None] | None = None,
+                      overrides: dict | None = None, progress: Callable[[dict], None] | None = None,
                       sleep: Callable[[float], None] = time.sleep, attempts: int = 8,
                       base_delay_s: float = 2.0) -> dict[str, int]:
     """Page through `adapter`'s ticket history (`adapter.list_tickets`), classify every page and append it to
@@ -240,7 +245,7 @@ def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, s
     counts = ("tickets", "skipped", "pages", "queued", "kept")
     if state["finished"]:
         return {k: state[k] for k in counts}
-    tagger = load_tagger(model_path, review_threshold=review_threshold)
+    tagger = load_tagger(model_path, **(overrides or {}))
     queue = _WriteBack(store, settings, adapter, tagger) if store is not None else None
     with open(output, "r+b" if output.exists() else "wb") as out:
         out.truncate(state["output_bytes"])

@@ -65,57 +65,25 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
       tagger train my_labelled.jsonl --no-activate
       tagger train --feedback          # include agents' tag corrections
     """
-    from tagger import data as data_mod
-    from tagger.evaluate import evaluate, format_report
-    from tagger.model import train as fit
-    from tagger.registry import Registry
+    from tagger.evaluate import format_report
+    from tagger.training import train_version
 
     started = time.perf_counter()
 
     def say(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
 
-    data_dir = data_dir or settings.data_dir
-    say(f"reading {data_dir}")
-    train_set, test_set = data_mod.load_corpus(data_dir, extra)
-    if no_holdout:
-        train_set, test_set = train_set + test_set, []
-    if feedback:
-        from tagger.feedback import feedback_examples
-
-        fb = feedback_examples(settings)
-        say(f"adding {len(fb)} agent corrections from the store")
-        train_set += fb
-    say(f"{len(train_set)} training and {len(test_set)} held-out messages "
-        f"({len({e.batch for e in test_set})} held-out batches)")
-    tagger = fit(train_set, random_state=seed, progress=say)
-    metrics = {}
-    if test_set:
-        say("evaluating on the held-out split")
-        metrics = evaluate(tagger, test_set)
-        click.echo(format_report(metrics), err=True)
-    meta = {
-        "data_hash": data_mod.data_hash(train_set),
-        "test_hash": data_mod.data_hash(test_set),
-        "n_train": len(train_set),
-        "n_test": len(test_set),
-        "holdout": "none" if no_holdout else f"files whose batch number is a multiple of {data_mod.HOLDOUT_EVERY}",
-        "metrics": metrics,
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "params": tagger.metadata,
-    }
-    registry = Registry(models_dir or settings.models_dir)
-    version = registry.save(tagger, meta)
-    say(f"saved {registry.root / version}")
-    if activate:
-        try:
-            registry.activate(version, force=force, max_drop=settings.activation_max_drop,
-                              heldout=test_set or None)
-            say(f"activated {version}")
-        except TaggerError as exc:
-            say(f"not activated: {exc}")
-            sys.exit(3)
-    click.echo(version)
+    result = train_version(settings, extra=extra, data_dir=data_dir, models_dir=models_dir, no_holdout=no_holdout,
+                           feedback=feedback, activate=activate, force=force, seed=seed, progress=say)
+    if result.metrics:
+        click.echo(format_report(result.metrics), err=True)
+        click.echo("\n== fast path (n-grams only)\n" + format_report(result.metrics["fast_path"]), err=True)
+    if result.review_threshold is not None:
+        say(f"review threshold {result.review_threshold} (lowest with >= 90% both-right among untagged, held-out)")
+    if activate and not result.activated:
+        say(f"not activated: {result.activation_error}")
+        sys.exit(3)
+    click.echo(result.version)
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
@@ -123,25 +91,32 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_path", help="Model version or folder (default: the active model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Draw both confusion matrices into this PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Draw the review tag's coverage/accuracy curve (one point per threshold) into this PNG.")
+@click.option("--confusion", type=click.Path(dir_okay=False), help="Draw both confusion matrices into this PNG.")
+@click.option("--fast", is_flag=True, help="Evaluate the fast path (n-grams only, no encoder).")
+@click.option("--threshold", type=float, help="Review threshold (default: the model's, chosen at training).")
 @click.option("--compare", nargs=2, metavar="OLD NEW", help="Evaluate two model versions side by side.")
 @pass_settings
-def evaluate(settings: Settings, files, model_path, as_json, plot, compare) -> None:
-    """Precision/recall/F1 per class, macro-F1, accuracy per language and confusion matrices.
+def evaluate(settings: Settings, files, model_path, as_json, plot, confusion, fast, threshold, compare) -> None:
+    """Precision/recall/F1 per class, macro-F1, accuracy per language, confusion matrices, real-text
+    sentiment by source, and the review tag's coverage/accuracy table.
 
-    Without FILES it evaluates the held-out split of training_data/ (never used for training).
+    Without FILES it evaluates the held-out split of training_data/ (never used for training): the
+    corpus' held-out batches and the held-out files of the human-rated real text (training_data/vader).
 
     \b
     Examples:
       tagger evaluate
+      tagger evaluate --fast
       tagger evaluate tickets_labelled.jsonl --json
       tagger evaluate --compare v20261101-120000-ab12cd34 v20261123-090000-ef56ab78
-      tagger evaluate --plot confusion.png
+      tagger evaluate --plot coverage.png --confusion confusion.png
     """
     from tagger import data as data_mod
     from tagger.evaluate import compare as compare_reports
     from tagger.evaluate import evaluate as run_eval
-    from tagger.evaluate import format_report, plot_confusion
+    from tagger.evaluate import format_report, plot_confusion, plot_coverage
     from tagger.registry import Registry, load_tagger
 
     if files:
@@ -155,13 +130,19 @@ def evaluate(settings: Settings, files, model_path, as_json, plot, compare) -> N
         old, new = (run_eval(registry.load(v), examples) for v in compare)
         click.echo(json.dumps({"old": old, "new": new}, indent=2) if as_json else compare_reports(old, new))
         return
-    tagger = load_tagger(_model_path(settings, model_path))
+    tagger = load_tagger(_model_path(settings, model_path), review_threshold=threshold, fast=fast or None)
     report = run_eval(tagger, examples)
     report["model"] = tagger.metadata.get("version")
     click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
-    if plot:
-        plot_confusion(report, plot)
-        click.echo(f"wrote {plot}", err=True)
+    for path, draw in ((plot, plot_coverage), (confusion, plot_confusion)):
+        if path and report["n"]:
+            draw(report, path)
+            click.echo(f"wrote {path}", err=True)
+
+
+def _overrides(settings: Settings) -> dict:
+    """What settings change in a loaded model (None keeps the model's own)."""
+    return {"review_threshold": settings.review_threshold, "fast": settings.fast_model or None}
 
 
 def _model_path(settings: Settings, model: str | None) -> str:
@@ -179,10 +160,12 @@ def _model_path(settings: Settings, model: str | None) -> str:
 @click.option("--channel", type=click.Choice(["ticket", "chat", "social"]), help="Channel of TEXT.")
 @click.option("--explain", is_flag=True, help="Add the terms that drove each label.")
 @click.option("--model", "model_path", help="Model version or folder (default: the active model).")
-@click.option("--threshold", type=float, help="Review threshold (default from settings).")
+@click.option("--threshold", type=float, help="Review threshold (default: TAGGER_REVIEW_THRESHOLD, else the model's).")
+@click.option("--fast", is_flag=True, default=None,
+              help="n-grams only, no encoder: ~100x faster, less accurate (default: TAGGER_FAST_MODEL).")
 @click.option("--batch-size", default=1000, show_default=True, hidden=True)
 @pass_settings
-def classify(settings: Settings, text, input_file, channel, explain, model_path, threshold, batch_size) -> None:
+def classify(settings: Settings, text, input_file, channel, explain, model_path, threshold, fast, batch_size) -> None:
     """Classify one message (TEXT) or many (JSONL on stdin or --input), printing JSONL.
 
     Each input line is a JSON object with at least "text" (other fields are kept); a bare
@@ -195,11 +178,13 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
       tagger classify "Mans pasūtījums vēl nav atnācis, jau 2 nedēļas!"
       echo '{"id": 7, "text": "Coupon fails at checkout", "channel": "chat"}' | tagger classify
       tagger classify --input tickets.jsonl --explain > tagged.jsonl
+      tagger classify --fast --input huge.jsonl > tagged.jsonl
     """
     from tagger.registry import load_tagger
 
     tagger = load_tagger(_model_path(settings, model_path),
                          review_threshold=threshold if threshold is not None else settings.review_threshold,
+                         fast=fast or settings.fast_model or None,
                          stage_prefix=settings.stage_tag_prefix, sentiment_prefix=settings.sentiment_tag_prefix)
     out = sys.stdout
 
@@ -482,7 +467,7 @@ def backfill(settings: Settings, source, output, helpdesk, since, write_back, ma
 
         counts = run_backfill(source, output, _model_path(settings, model_path), workers=workers,
                               chunk_size=chunk_size, resume=resume, dask_address=dask_address,
-                              review_threshold=settings.review_threshold, progress=progress)
+                              overrides=_overrides(settings), progress=progress)
     click.echo(json.dumps(counts))
 
 
@@ -529,7 +514,7 @@ def _backfill_helpdesk(settings: Settings, name, output, since, write_back, max_
         try:
             counts = backfill_helpdesk(adapter, output, _model_path(settings, model_path), client=client,
                                        since=_since(since), resume=resume, store=store, settings=settings,
-                                       max_tickets=max_tickets, review_threshold=settings.review_threshold,
+                                       max_tickets=max_tickets, overrides=_overrides(settings),
                                        progress=progress)
         finally:
             click.echo("", file=sys.stderr)
@@ -579,7 +564,8 @@ def data_counts(settings: Settings, readme: str | None) -> None:
 
     train_set, test_set = data_mod.load_corpus(settings.data_dir)
     text = ("All messages:\n\n" + data_mod.counts_table(train_set + test_set)
-            + "\nHeld-out split (never trained on):\n\n" + data_mod.counts_table(test_set))
+            + "\nHeld-out split (never trained on):\n\n" + data_mod.counts_table(test_set)
+            + "\nHuman-rated real text (sentiment only, `vader/`):\n\n" + data_mod.rated_counts(train_set, test_set))
     if not readme:
         click.echo(text)
         return

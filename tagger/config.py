@@ -31,7 +31,8 @@ class Settings:
     models_dir: str = field(default_factory=_default_models_dir)
     data_dir: str = field(default_factory=_default_data_dir)
     db_url: str = "sqlite:///tagger.db"
-    review_threshold: float = 0.5
+    review_threshold: float | None = None   # None: the model's own, chosen on held-out data at training
+    fast_model: bool = False                 # n-grams only (no encoder) in serve, worker and backfill
     stage_tag_prefix: str = "mot_"
     sentiment_tag_prefix: str = "sentiment_"
     host: str = "127.0.0.1"
@@ -75,12 +76,19 @@ class Settings:
             kind = type(default) if not isinstance(default, type(field)) and default is not None else str
             if name in ("models_dir", "data_dir"):
                 kind = str
+            if name == "review_threshold":
+                kind = float
+            if kind is bool and isinstance(raw, str):
+                if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                    raise ConfigError(f"setting {name}={raw!r} is not a valid boolean (use 1/0, true/false)")
+                typed[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                continue
             try:
                 typed[name] = kind(raw) if not isinstance(raw, kind) else raw
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
         settings = cls(**typed)
-        if not 0.0 <= settings.review_threshold <= 1.0:
+        if settings.review_threshold is not None and not 0.0 <= settings.review_threshold <= 1.0:
             raise ConfigError(f"review_threshold must be between 0 and 1, got {settings.review_threshold}")
         return settings
 

@@ -21,17 +21,33 @@ from tagger.labels import CHANNELS, SENTIMENTS, STAGES
 
 HOLDOUT_EVERY = 4
 REQUIRED = ("text", "stage", "sentiment")
+# Sentiment-only records carry the mean of human ratings on -4..+4 (training_data/vader/) instead of labels.
+# Clear means become labels; the ambiguous zone between, where raters disagree, is left out of training.
+POLAR_RATING = 0.8
+NEUTRAL_RATING = 0.3
 _BATCH_NO = re.compile(r"_(\d+)$")
+
+
+def sentiment_from_rating(rating: float) -> str | None:
+    """The sentiment label of a mean human rating on -4..+4, or None inside the ambiguous zone."""
+    if rating >= POLAR_RATING:
+        return "positive"
+    if rating <= -POLAR_RATING:
+        return "negative"
+    if abs(rating) <= NEUTRAL_RATING:
+        return "neutral"
+    return None
 
 
 @dataclass(frozen=True)
 class Example:
     text: str
-    stage: str
+    stage: str | None  # None: a sentiment-only example (human-rated real text has no journey stage)
     sentiment: str
     channel: str = "ticket"
     lang: str = ""
     source: str = ""   # file:line, for error messages and the batch split
+    rating: float | None = None  # the mean human rating, for sentiment-only examples
 
     @property
     def batch(self) -> str:
@@ -45,7 +61,13 @@ def _validate(record: object, path: Path, line: int, *, labelled: bool) -> dict:
     text = record.get("text")
     if not isinstance(text, str):
         raise DataError(path, line, "field 'text' is missing or not a string")
-    if labelled:
+    if labelled and "rating" in record and "sentiment" not in record:
+        rating = record["rating"]
+        if isinstance(rating, bool) or not isinstance(rating, int | float) or not -4.0 <= rating <= 4.0:
+            raise DataError(path, line, f"field 'rating' is {rating!r}; expected a number from -4 to 4")
+        if not text.strip():
+            raise DataError(path, line, "field 'text' is empty")
+    elif labelled:
         for name, allowed in (("stage", STAGES), ("sentiment", SENTIMENTS)):
             value = record.get(name)
             if value not in allowed:
@@ -88,12 +110,17 @@ def iter_records(path: str | Path, *, labelled: bool = True) -> Iterator[tuple[i
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    """All labelled examples of one file."""
-    return [
-        Example(text=r["text"], stage=r["stage"], sentiment=r["sentiment"], channel=r.get("channel") or "ticket",
-                lang=r.get("lang") or "", source=f"{path}:{n}")
-        for n, r in iter_records(path, labelled=True)
-    ]
+    """All labelled examples of one file. Rated records (`rating`, no labels) become sentiment-only
+    examples; those in the ambiguous rating zone are skipped."""
+    out = []
+    for n, r in iter_records(path, labelled=True):
+        common = {"text": r["text"], "channel": r.get("channel") or "ticket", "lang": r.get("lang") or "",
+                  "source": f"{path}:{n}"}
+        if "sentiment" in r:
+            out.append(Example(stage=r["stage"], sentiment=r["sentiment"], **common))
+        elif (label := sentiment_from_rating(float(r["rating"]))) is not None:
+            out.append(Example(stage=None, sentiment=label, rating=float(r["rating"]), **common))
+    return out
 
 
 def corpus_files(data_dir: str | Path) -> list[Path]:
@@ -135,7 +162,9 @@ def data_hash(examples: Iterable[Example]) -> str:
 
 
 def counts_table(examples: list[Example]) -> str:
-    """A Markdown table of counts per language, stage and sentiment (for training_data/README.md)."""
+    """A Markdown table of counts per language, stage and sentiment (for training_data/README.md), of the
+    corpus (messages with both labels; the human-rated real text is counted by `rated_counts`)."""
+    examples = [e for e in examples if e.stage is not None]
     langs = sorted({e.lang for e in examples})
     by = Counter((e.lang, e.stage) for e in examples) + Counter((e.lang, e.sentiment) for e in examples)
     total = Counter(e.lang for e in examples)
@@ -147,4 +176,19 @@ def counts_table(examples: list[Example]) -> str:
         out.write(f"| {lang} | {total[lang]} | " + " | ".join(str(by[(lang, c)]) for c in cols) + " |\n")
     all_counts = Counter(e.stage for e in examples) + Counter(e.sentiment for e in examples)
     out.write(f"| **all** | {len(examples)} | " + " | ".join(str(all_counts[c]) for c in cols) + " |\n")
+    return out.getvalue()
+
+
+def rated_counts(train: list[Example], test: list[Example]) -> str:
+    """A Markdown table of the human-rated, sentiment-only examples per source and split."""
+    def source(e: Example) -> str:
+        return re.sub(r"_\d+$", "", Path(e.batch).stem)
+
+    rows = Counter((source(e), "train", e.sentiment) for e in train if e.stage is None)
+    rows += Counter((source(e), "held-out", e.sentiment) for e in test if e.stage is None)
+    out = io.StringIO()
+    out.write("| source | split | positive | neutral | negative |\n|---|---|---:|---:|---:|\n")
+    for src in sorted({k[0] for k in rows}):
+        for split in ("train", "held-out"):
+            out.write(f"| {src} | {split} | " + " | ".join(str(rows[(src, split, s)]) for s in SENTIMENTS) + " |\n")
     return out.getvalue()

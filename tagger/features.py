@@ -149,6 +149,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.n_word_ = len(self.word_.vocabulary_)
         return self
 
+    @property
+    def n_features_(self) -> int:
+        """Width of the sparse block: hashed char n-grams, word n-grams, channel one-hot."""
+        return (1 << self.n_bits) + self.n_word_ + len(CHANNELS)
+
     def transform(self, rows) -> sp.csr_matrix:
         texts = [r[0] for r in rows]
         chan = np.array([CHANNEL_INDEX.get(r[1], 0) for r in rows])

@@ -46,15 +46,25 @@ def _encode(text: str) -> bytes:
     return data
 
 
-def detect_many(texts: list[str]) -> list[str]:
-    """ISO 639-1 code of each text's language (`und` when there is nothing to tell from)."""
+@lru_cache(maxsize=8)
+def _prior_vector(prior: float, langs: tuple[str, ...]) -> np.ndarray:
+    ident = _identifier()
+    return np.array([prior if c in langs else 0.0 for c in ident.nb_classes], dtype=np.float32)
+
+
+def detect_many(texts: list[str], *, prior: float = 0.0, prior_langs: tuple[str, ...] = ()) -> list[str]:
+    """ISO 639-1 code of each text's language (`und` when there is nothing to tell from).
+
+    `prior` adds that much log-likelihood to each language of `prior_langs`: where a text is about as
+    likely one of them as a close relative (Danish or Norwegian, Spanish or Aragonese, Latvian or
+    Latgalian), the one customers actually write wins. With the default 0 the answers are py3langid's."""
     ident, nextmove, rowbase, output, ptc = _tables()
     todo = [i for i, t in enumerate(texts) if t and has_letters(t)]
     result = [UNKNOWN] * len(texts)
     if not todo:
         return result
     encoded = [_encode(without_placeholders(texts[i])) for i in todo]
-    if len(encoded) < SMALL_BATCH:  # lockstep pays off only across many messages
+    if len(encoded) < SMALL_BATCH and not prior:  # lockstep pays off only across many messages
         from py3langid.langid import RAW_FLOOR
 
         for i, data in zip(todo, encoded, strict=True):
@@ -80,6 +90,8 @@ def detect_many(texts: list[str]) -> list[str]:
     counts.sum_duplicates()
     np.log1p(counts.data, out=counts.data)
     scores = _sparse_dense(counts, ptc) + ident.nb_pc
+    if prior:
+        scores += _prior_vector(float(prior), tuple(prior_langs))
     for i, j in ident._alias_pairs:  # script aliases (srl -> sr) share one label
         scores[:, i] = np.maximum(scores[:, i], scores[:, j])
         scores[:, j] = -np.inf

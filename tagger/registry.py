@@ -185,6 +185,9 @@ class Registry:
             tagger = joblib.load(file)
         except Exception as exc:  # a verified file that still fails to unpickle: incompatible libraries
             raise ModelError(f"{file} could not be loaded ({exc}); retrain with `tagger train`") from exc
+        from tagger.encoder import check_identity
+
+        check_identity(getattr(tagger, "encoder_identity", None))  # refuse a model of another encoder
         tagger.metadata = meta
         return tagger
 

@@ -106,6 +106,7 @@ class ModelHolder:
 
         tagger = Tagger.load(str(Path(self.settings.models_dir) / "current"),
                              review_threshold=self.settings.review_threshold,
+                             fast=self.settings.fast_model or None,
                              stage_prefix=self.settings.stage_tag_prefix,
                              sentiment_prefix=self.settings.sentiment_tag_prefix)
         warm_up(tagger)

@@ -80,3 +80,35 @@ def has_letters(text: str) -> bool:
     """True when the text holds at least one letter in any script, placeholders aside
     (emoji-only, numbers-only and junk hold none)."""
     return any(ch.isalpha() for ch in without_placeholders(text))
+
+
+# Greetings, fillers and pings that carry no request, verdict or feeling, in the core languages (and
+# English as customers everywhere use it). A message made only of these (and punctuation or emoji) is
+# "content-free": whatever the heads say, an agent has to read the next message to know anything.
+_CONTENT_FREE_WORDS = frozenset("""
+hi hii hiii hello helo hallo hey heya yo hej hejsa halløj hei moin servus ciao salve buongiorno buonasera
+hola buenas buenos dias días bonjour bonsoir salut coucou allo allô olá ola oi bom dia boa tarde noite
+goedemorgen goedemiddag goedenavond hoi dag cześć czesc dzień dzien dobry witam sveiki labdien labrīt labrit
+čau cau привет здравствуйте добрый день вечер утро алло good morning afternoon evening day there anyone
+anybody somebody someone is here please pls plz help support guten tag morgen abend grüezi god hallå
+hallo? test testing ping excuse me sorry ok okay bom boa dia ahoj ei oii alguém alguien hay qualcuno c'è ce
+quelqu'un là la someone? iemand daar jemand da hallo hallå er der nogen noen nikt ktoś ktos kto-nibudь
+кто-нибудь есть тут здесь šeit seit kāds kads
+""".split())
+_CONTENT_FREE_CJK = ("你好", "您好", "在吗", "在嗎", "有人吗", "有人嗎", "哈喽", "嗨", "喂", "客服", "早上好", "晚上好", "请问",
+                     "こんにちは", "안녕하세요")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+
+def is_content_free(text: str) -> bool:
+    """True for a bare opener ("hi", "hello??", "anyone there?", "你好，在吗") that says nothing yet."""
+    bare = without_placeholders(text).lower().strip()
+    if not bare or len(bare) > 40:
+        return False
+    for greeting in _CONTENT_FREE_CJK:
+        bare = bare.replace(greeting, " ")
+    words = _WORD.findall(bare)
+    leftover = _WORD.sub(" ", bare)
+    if any(ch.isalpha() for ch in leftover):  # letters the word pattern did not take (CJK left over)
+        return False
+    return all(w in _CONTENT_FREE_WORDS for w in words)

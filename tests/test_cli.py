@@ -52,13 +52,33 @@ def test_classify_input_file(runner, tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["lang"] == "lv"
 
 
-def test_evaluate_prints_per_class_per_language_and_confusion(runner, tmp_path):
-    out_png = tmp_path / "cm.png"
-    result = runner.invoke(cli, ["evaluate", "--plot", str(out_png)])
+def test_evaluate_prints_per_class_per_language_confusion_real_text_and_coverage(runner, tmp_path):
+    curve, cm = tmp_path / "coverage.png", tmp_path / "cm.png"
+    result = runner.invoke(cli, ["evaluate", "--plot", str(curve), "--confusion", str(cm)])
     assert result.exit_code == 0, result.output
-    for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", "\nlv "):
-        assert needle in result.stdout
-    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", "\nlv ",
+                   "== real text", "vader_tweets", "polarity acc.", "== review tag: coverage", "<- default"):
+        assert needle in result.stdout, needle
+    for png in (curve, cm):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_fast_path_and_classify_fast(runner, tmp_path):
+    f = tmp_path / "gold.jsonl"
+    f.write_text(json.dumps({"text": "Do you ship to Latvia?", "stage": "zmot", "sentiment": "neutral"}) + "\n",
+                 encoding="utf-8")
+    result = runner.invoke(cli, ["evaluate", str(f), "--fast"])
+    assert result.exit_code == 0 and "fast path" in result.stdout, result.output
+    out = runner.invoke(cli, ["classify", "--fast", "Where is my parcel?"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["stage"], out.output
+
+
+def test_threshold_is_the_lowest_that_reaches_the_target():
+    from tagger.training import choose_threshold
+
+    rows = [{"threshold": t, "accuracy_no_review": a} for t, a in ((0.0, 0.7), (0.5, 0.89), (0.6, 0.91), (0.7, 0.95))]
+    assert choose_threshold(rows, 0.90) == 0.6
+    assert choose_threshold(rows, 0.99) is None
 
 
 def test_evaluate_json_on_a_given_file(runner, tmp_path):

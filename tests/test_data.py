@@ -24,6 +24,9 @@ GOOD = json.dumps({"text": "Where is my parcel?", "stage": "smot", "sentiment": 
     ('{"text": "x", "stage": "smot", "sentiment": "neutral", "channel": "fax"}', "field 'channel'"),
     ('["a list"]', "expected a JSON object"),
     (b'{"text": "\xff", "stage": "smot", "sentiment": "neutral"}', "not valid UTF-8"),
+    ('{"text": "great film", "rating": 9}', "field 'rating'"),
+    ('{"text": "great film", "rating": "high"}', "field 'rating'"),
+    ('{"text": " ", "rating": 1.5}', "field 'text'"),
 ])
 def test_a_broken_line_names_file_and_line(tmp_path, bad, reason):
     path = _write(tmp_path, "x_01.jsonl", [GOOD, GOOD, bad])
@@ -51,7 +54,7 @@ def test_holdout_is_made_of_whole_batches():
 def test_corpus_meets_the_brief(corpus):
     """Issue 2: >= 300 messages per core language, every stage and sentiment in every language."""
     train, test = corpus
-    everything = train + test
+    everything = [e for e in train + test if e.stage is not None]  # the corpus, not the rated real text
     for lang in CORE_LANGS:
         mine = [e for e in everything if e.lang == lang]
         assert len(mine) >= 300, f"{lang}: only {len(mine)} messages"
@@ -81,3 +84,25 @@ def test_extra_files_go_to_training(tmp_path):
     extra = _write(tmp_path, "extra.jsonl", [GOOD.replace("parcel", "box")])
     train, test = load_corpus(d, [extra])
     assert len(train) == 2 and len(test) == 1
+
+
+def test_rated_records_become_sentiment_only_examples(tmp_path):
+    """Human-rated real text (mean rating -4..+4) trains sentiment only; the ambiguous zone is left out."""
+    from tagger.data import NEUTRAL_RATING, POLAR_RATING, sentiment_from_rating
+
+    path = _write(tmp_path, "vader_x_01.jsonl", [json.dumps({"text": t, "rating": r}) for t, r in
+                                                  [("loved it", 2.5), ("awful", -3.0), ("it is a film", 0.1),
+                                                   ("hm, maybe", 0.5)]])
+    got = [(e.text, e.stage, e.sentiment) for e in read_examples(path)]
+    assert got == [("loved it", None, "positive"), ("awful", None, "negative"), ("it is a film", None, "neutral")]
+    assert sentiment_from_rating(POLAR_RATING) == "positive" and sentiment_from_rating(-POLAR_RATING) == "negative"
+    assert sentiment_from_rating(NEUTRAL_RATING) == "neutral" and sentiment_from_rating(0.5) is None
+
+
+def test_the_real_text_split_holds_files_out_like_the_corpus(corpus):
+    train, held = corpus
+    rated_train = [e for e in train if e.stage is None]
+    rated_held = [e for e in held if e.stage is None]
+    assert len(rated_train) > 10_000 and len(rated_held) > 3_000
+    assert all(is_holdout(e.batch) for e in rated_held) and not any(is_holdout(e.batch) for e in rated_train)
+    assert not {e.text for e in rated_train} & {e.text for e in rated_held} - {""}
