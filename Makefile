@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench train evaluate clean
+.PHONY: run test demo lint bench train evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)  ## start the service on the shipped model and a SQLite file
 	$(BIN)/tagger serve
+
+demo: $(STAMP)  ## the product on sample traffic against a local helpdesk stand-in (own SQLite file in .demo/)
+	$(BIN)/python docs/demo.py
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest
