@@ -17,12 +17,12 @@ MODEL = str(MODELS / "current")
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, corpus):
-    """A helpdesk export: every held-out message 6 times over, with ids, a blank line and a broken one."""
+    """A helpdesk export: every held-out corpus message 6 times over, with ids, a blank line and a broken one."""
     path = tmp_path_factory.mktemp("bf") / "export.jsonl"
     with path.open("w", encoding="utf-8") as fh:
         n = 0
         for _ in range(6):
-            for e in corpus[1]:
+            for e in (e for e in corpus[1] if e.stage is not None):
                 n += 1
                 fh.write(json.dumps({"id": n, "text": e.text, "channel": e.channel}, ensure_ascii=False) + "\n")
         fh.write("\n{broken json\n")

@@ -54,7 +54,9 @@ def test_classify_input_file(runner, tmp_path):
 
 def test_evaluate_prints_per_class_per_language_confusion_real_text_and_coverage(runner, tmp_path):
     curve, cm = tmp_path / "coverage.png", tmp_path / "cm.png"
-    result = runner.invoke(cli, ["evaluate", "--plot", str(curve), "--confusion", str(cm)])
+    files = [ROOT / "training_data" / "lv" / "lv_24.jsonl", ROOT / "training_data" / "en" / "en_24.jsonl",
+             ROOT / "training_data" / "vader" / "vader_tweets_04.jsonl"]  # held-out batches
+    result = runner.invoke(cli, ["evaluate", *map(str, files), "--plot", str(curve), "--confusion", str(cm)])
     assert result.exit_code == 0, result.output
     for needle in ("== stage: macro-F1", "== sentiment: macro-F1", "precision", "confusion", "lzmot", "\nlv ",
                    "== real text", "vader_tweets", "polarity acc.", "== review tag: coverage", "<- default"):

@@ -16,7 +16,11 @@ PER_LANG_FLOOR = 0.60
 
 @pytest.fixture(scope="module")
 def heldout_report(shipped_model, corpus):
-    return evaluate(shipped_model, corpus[1])
+    """The held-out corpus batches in full, and every second held-out human-rated snippet (half the
+    encoder's work on a cold embedding cache; `tagger evaluate` reports all of them)."""
+    corpus_part = [e for e in corpus[1] if e.stage is not None]
+    rated_part = [e for e in corpus[1] if e.stage is None][::2]
+    return evaluate(shipped_model, corpus_part + rated_part)
 
 
 def test_shipped_model_was_trained_on_the_train_split_only(shipped_model, corpus):
