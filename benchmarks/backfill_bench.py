@@ -63,11 +63,11 @@ def check_output(path: Path, n: int) -> str | None:
     return None if i == n - 1 else f"{i + 1} lines for {n} messages"
 
 
-def run_backfill(source: Path, output: Path, jobs: int, chunk_size: int) -> dict:
+def run_backfill(source: Path, output: Path, jobs: int, chunk_size: int, env: dict | None = None) -> dict:
     args = [*tagger_command(), "backfill", str(source), "-o", str(output), "-j", str(jobs),
             "--chunk-size", str(chunk_size)]
     started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=ROOT, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     with TreeMemory(proc.pid) as memory:
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
@@ -90,11 +90,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                                          "(default: 1 and 2)")
     parser.add_argument("--chunk-size", type=int, default=2000, help="messages per unit of work (default 2000)")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
+    parser.add_argument("--child-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in the tagger's environment (TAGGER_* are not inherited), e.g. "
+                             "TAGGER_FAST_MODEL=1 or TAGGER_EMBEDDING_CACHE= (encode every message)")
     args = parser.parse_args(argv)
     n = max(1, min(args.n, MAX_N))
     jobs = args.jobs or [1, 2]
 
-    print(f"machine: {machine()}", flush=True)
+    extra_env = dict(kv.split("=", 1) for kv in args.child_env)
+    print(f"machine: {machine()}; tagger env {extra_env}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="backfill-bench-") as tmp:
         source = Path(tmp) / "export.jsonl"
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"generated {n:,} messages ({source.stat().st_size / 1e6:.0f} MB) in {seconds:.1f} s", flush=True)
         for j in jobs:
             output = Path(tmp) / f"tagged-j{j}.jsonl"
-            r = run_backfill(source, output, j, args.chunk_size)
+            r = run_backfill(source, output, j, args.chunk_size, extra_env)
             problem = check_output(output, n)
             r.update(messages=n, messages_per_s=n / r["wall_s"], output_mb=output.stat().st_size / 1e6,
                      output_ok=problem is None, problem=problem)

@@ -56,7 +56,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tagger.data import load_corpus
 
-    heldout = load_corpus(ROOT / "training_data")[1]
+    heldout = [e for e in load_corpus(ROOT / "training_data")[1] if e.stage is not None]  # the corpus
     tmp = Path(tempfile.mkdtemp())
     db = f"sqlite:///{tmp / 'tagger.db'}"
     desk_port, port = free_port(), free_port()
