@@ -391,7 +391,8 @@ class Service:
                      "ticket_id": message.ticket_id, "stage": prediction.stage,
                      "stage_confidence": prediction.stage_confidence, "sentiment": prediction.sentiment,
                      "sentiment_confidence": prediction.sentiment_confidence, "lang": labels["lang"],
-                     "review": prediction.review, "tags": add, "model_version": version}
+                     "confidence": prediction.confidence, "review": prediction.review,
+                     "review_reason": prediction.review_reason, "tags": add, "model_version": version}
 
     # health and metrics -------------------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:
