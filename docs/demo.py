@@ -11,21 +11,12 @@ for the dashboard until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
-import json
-import os
-import subprocess
 import sys
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_examples import ROOT, TAGGER, Desk, free_port, run  # noqa: E402
+from make_examples import ROOT, Stack, run  # noqa: E402
 
 EXTRA = [("Very bad Experience!", "social"), ("Fantastic service here.", "social"), ("hello??", "chat"),
          ("Super Hotel, sehr sauber, gerne wieder!", "social"), ("物流很快，包装也很好，非常满意", "social")]
@@ -50,57 +41,28 @@ def main() -> None:
     db_file = folder / "demo.db"
     for leftover in folder.glob("demo.db*"):
         leftover.unlink()
-    db = f"sqlite:///{db_file}"
-    desk_port, port = free_port(), free_port()
-    desk = ThreadingHTTPServer(("127.0.0.1", desk_port), Desk)
-    threading.Thread(target=desk.serve_forever, daemon=True).start()
-    env = {"TAGGER_DB_URL": db, "TAGGER_GENERIC_SECRET": "demo-secret",
-           "TAGGER_GENERIC_WRITEBACK_URL": f"http://127.0.0.1:{desk_port}/tickets/{{ticket_id}}/tags",
-           "TAGGER_GENERIC_URL": "https://desk.example.com",
-           "TAGGER_GENERIC_FIELDS": json.dumps({"ticket_id": "ticket.id", "text": "comment.body",
-                                                "channel": "ticket.channel", "event_id": "delivery_id",
-                                                "url": "ticket.url"})}
-    print(f"demo store: {db_file} (separate from your real data); helpdesk stand-in on 127.0.0.1:{desk_port}")
-    server = subprocess.Popen([*TAGGER, "serve", "--port", str(port)], cwd=ROOT, env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"demo store: {db_file} (separate from your real data)")
+    started = time.perf_counter()
+    stack = Stack(f"sqlite:///{db_file}")
+    env = stack.env
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        started = time.perf_counter()
-        for i, (text, channel) in enumerate(sample, 1):
-            body = json.dumps({"delivery_id": f"demo-{i}", "ticket": {"id": str(1000 + i), "channel": channel,
-                               "url": f"https://desk.example.com/tickets/{1000 + i}"},
-                               "comment": {"body": text}}).encode()
-            ts = str(int(time.time()))
-            sig = hmac.new(b"demo-secret", ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-            httpx.post(f"http://127.0.0.1:{port}/webhooks/generic", content=body, timeout=30,
-                       headers={"Content-Type": "application/json", "X-Tagger-Timestamp": ts,
-                                "X-Tagger-Signature": f"sha256={sig}"})
-        for _ in range(300):
-            if len(Desk.writes) >= len(sample):
-                break
-            time.sleep(0.1)
-        print(f"{len(sample)} webhooks posted, {len(Desk.writes)} tag writes reached the helpdesk stand-in "
-              f"in {time.perf_counter() - started:.1f}s\n")
+        print(f"tagger serve on 127.0.0.1:{stack.port}, helpdesk stand-in on 127.0.0.1:{stack.desk_port}")
+        written = stack.post(sample, prefix="demo-")
+        print(f"{len(sample)} webhooks posted, {written} tag writes reached the helpdesk stand-in "
+              f"{time.perf_counter() - started:.1f}s after start\n")
         print("$ tagger tickets --limit 15")
         print(run("tickets", "--limit", "15", env=env))
         print("$ tagger report --period 1d")
         print(run("report", "--period", "1d", env=env))
         if args.no_wait:
             return
-        print(f"dashboard: http://127.0.0.1:{port}/dashboard   (Ctrl-C stops the demo)")
-        print(f"try: TAGGER_DB_URL={db} tagger tickets --sentiment negative")
-        server.wait()
+        print(f"dashboard: http://127.0.0.1:{stack.port}/dashboard   (Ctrl-C stops the demo)")
+        print(f"try: TAGGER_DB_URL=sqlite:///{db_file} tagger tickets --sentiment negative")
+        stack.server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.terminate()
-        server.wait(10)
-        desk.shutdown()
+        stack.close()
 
 
 if __name__ == "__main__":
