@@ -41,6 +41,9 @@ OFF_DOMAIN_MIN_LETTERS = 25
 # split, it turns 1.8% of corpus messages read as a close relative (da -> no, es -> an/ext, lv -> ltg) into
 # 0.25%, while whole sentences in Swedish, Norwegian, Finnish, Czech, Turkish, Japanese... stay foreign.
 LANG_PRIOR = 10.0
+# Languages langid tells apart that the corpus covers under a core language: its Chinese batches include
+# written Hong Kong Cantonese (training_data/README.md, decision 14). `lang` still says `yue`.
+TRAINED_VARIETIES = {"yue": "zh"}
 
 
 def build_featurizer(**params) -> Featurizer:
@@ -149,7 +152,8 @@ def review_reason(text: str, lang: str, confidence: float, threshold: float) -> 
         return "no letters"
     if is_content_free(text):
         return "no content"
-    if lang not in CORE_LANGS and _letter_weight(text) >= OFF_DOMAIN_MIN_LETTERS:
+    trained = lang in CORE_LANGS or lang in TRAINED_VARIETIES
+    if not trained and _letter_weight(text) >= OFF_DOMAIN_MIN_LETTERS:
         return f"language {lang} is outside the trained set"
     if confidence < threshold:
         return "low confidence"

@@ -167,6 +167,13 @@ def test_off_domain_input_gets_a_review_tag_with_its_reason(shipped_model, text,
     assert reason in pred.review_reason
 
 
+def test_written_cantonese_is_not_off_domain(shipped_model):
+    """The zh batches include Hong Kong Cantonese: langid says yue, the review rule counts it as trained."""
+    pred = shipped_model.predict("想問呢部雪櫃有冇得送貨上樓？我住唐樓，冇電梯㗎，唔該晒", channel="chat")
+    assert pred.lang == "yue"
+    assert pred.review_reason is None or "outside the trained set" not in pred.review_reason
+
+
 def test_confidence_is_the_product_of_both_tasks(shipped_model):
     pred = shipped_model.predict("Do you ship to Riga and how long does it take?")
     assert pred.confidence == pytest.approx(pred.stage_confidence * pred.sentiment_confidence, abs=1e-3)
