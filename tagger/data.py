@@ -86,13 +86,21 @@ def iter_records(path: str | Path, *, labelled: bool = True) -> Iterator[tuple[i
     if not path.is_file():
         raise DataError(path, None, "no such file")
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
+        raw = path.read_bytes()
+        try:  # utf-8-sig: a byte-order mark (as Excel writes one) is not part of the first column's name
+            decoded = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(path, raw[:exc.start].count(b"\n") + 1,
+                            f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        reader = csv.DictReader(io.StringIO(decoded, newline=""))
+        try:
             missing = [c for c in (REQUIRED if labelled else ("text",)) if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(path, 1, f"CSV header lacks column(s): {', '.join(missing)}")
             for row in reader:
                 yield reader.line_num, _validate(dict(row), path, reader.line_num, labelled=labelled)
+        except csv.Error as exc:
+            raise DataError(path, reader.line_num, f"not valid CSV: {exc}") from exc
         return
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, 1):
@@ -106,6 +114,8 @@ def iter_records(path: str | Path, *, labelled: bool = True) -> Iterator[tuple[i
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(path, number, f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+            except RecursionError as exc:
+                raise DataError(path, number, "not valid here: JSON nested too deeply") from exc
             yield number, _validate(record, path, number, labelled=labelled)
 
 
@@ -113,13 +123,17 @@ def read_examples(path: str | Path) -> list[Example]:
     """All labelled examples of one file. Rated records (`rating`, no labels) become sentiment-only
     examples; those in the ambiguous rating zone are skipped."""
     out = []
+    seen_any = False
     for n, r in iter_records(path, labelled=True):
+        seen_any = True
         common = {"text": r["text"], "channel": r.get("channel") or "ticket", "lang": r.get("lang") or "",
                   "source": f"{path}:{n}"}
         if "sentiment" in r:
             out.append(Example(stage=r["stage"], sentiment=r["sentiment"], **common))
         elif (label := sentiment_from_rating(float(r["rating"]))) is not None:
             out.append(Example(stage=None, sentiment=label, rating=float(r["rating"]), **common))
+    if not seen_any:
+        raise DataError(path, None, "no records: the file is empty")
     return out
 
 

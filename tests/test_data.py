@@ -106,3 +106,45 @@ def test_the_real_text_split_holds_files_out_like_the_corpus(corpus):
     assert len(rated_train) > 10_000 and len(rated_held) > 3_000
     assert all(is_holdout(e.batch) for e in rated_held) and not any(is_holdout(e.batch) for e in rated_train)
     assert not {e.text for e in rated_train} & {e.text for e in rated_held} - {""}
+
+
+# -- broken training files: one-line errors naming the file and the line (security issue, point 8) --------
+def test_an_empty_file_is_an_error_not_a_silent_nothing(tmp_path):
+    path = tmp_path / "en_01.jsonl"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="empty") as err:
+        read_examples(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefftext,stage,sentiment\nWhere is my parcel?,smot,neutral\n".encode())
+    assert [(e.text, e.stage) for e in read_examples(path)] == [("Where is my parcel?", "smot")]
+
+
+def test_invalid_utf8_in_a_csv_names_its_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b'text,stage,sentiment\n"fine",smot,neutral\n"bro\xffken",smot,neutral\n')
+    with pytest.raises(DataError, match="not valid UTF-8") as err:
+        read_examples(path)
+    assert err.value.line == 3
+
+
+def test_a_deeply_nested_json_line_is_refused_with_its_line(tmp_path):
+    path = _write(tmp_path, "x_01.jsonl", [GOOD, '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"])
+    with pytest.raises(DataError, match="nested too deeply") as err:
+        read_examples(path)
+    assert err.value.line == 2
+
+
+def test_too_few_examples_is_a_one_line_error_from_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from tagger.cli import cli
+
+    data = tmp_path / "data" / "en"
+    data.mkdir(parents=True)
+    _write(data, "en_01.jsonl", [GOOD.replace("Where", f"Where {i}") for i in range(5)])
+    result = CliRunner().invoke(cli, ["train", "--data", str(data.parent), "--models", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "at least 20" in result.output and "Traceback" not in result.output
