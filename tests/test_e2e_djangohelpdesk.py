@@ -233,7 +233,9 @@ class Stack:
 
     def labelled(self, ticket_id: int) -> dict[str, Any]:
         """The ticket, once our stage and sentiment are on it (bounded wait)."""
-        return wait_until(lambda: (t := self.ticket(ticket_id))["custom_mot_stage"] and t, timeout=WAIT_S,
+        # both fields: django-helpdesk saves custom field values one by one, so a read can fall between them
+        return wait_until(lambda: (t := self.ticket(ticket_id))["custom_mot_stage"] and t["custom_mot_sentiment"] and t,
+                          timeout=WAIT_S,
                           interval=0.1, what=f"labels on django-helpdesk ticket {ticket_id}")
 
     def patches(self, ticket_id: int) -> int:
