@@ -54,6 +54,11 @@ class Example:
         """The writing batch (the file) this example came from."""
         return self.source.rsplit(":", 1)[0]
 
+    @property
+    def origin(self) -> str:
+        """The batch's file name without its number: `training_data/vader/vader_tweets_03.jsonl` -> `vader_tweets`."""
+        return re.sub(r"_\d+$", "", Path(self.batch).stem)
+
 
 def _validate(record: object, path: Path, line: int, *, labelled: bool) -> dict:
     if not isinstance(record, dict):
@@ -195,11 +200,8 @@ def counts_table(examples: list[Example]) -> str:
 
 def rated_counts(train: list[Example], test: list[Example]) -> str:
     """A Markdown table of the human-rated, sentiment-only examples per source and split."""
-    def source(e: Example) -> str:
-        return re.sub(r"_\d+$", "", Path(e.batch).stem)
-
-    rows = Counter((source(e), "train", e.sentiment) for e in train if e.stage is None)
-    rows += Counter((source(e), "held-out", e.sentiment) for e in test if e.stage is None)
+    rows = Counter((e.origin, "train", e.sentiment) for e in train if e.stage is None)
+    rows += Counter((e.origin, "held-out", e.sentiment) for e in test if e.stage is None)
     out = io.StringIO()
     out.write("| source | split | positive | neutral | negative |\n|---|---|---:|---:|---:|\n")
     for src in sorted({k[0] for k in rows}):

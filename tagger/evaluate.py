@@ -3,7 +3,6 @@ macro-F1 per language, confusion matrices; real-text sentiment (human-rated, sen
 by source; the review tag's coverage/accuracy trade-off; and comparing two models."""
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -41,18 +40,12 @@ def coverage_table(examples: Sequence[Example], preds: Sequence, thresholds=THRE
     return rows
 
 
-def _source(example: Example) -> str:
-    """`training_data/vader/vader_tweets_03.jsonl:12` -> `vader_tweets`."""
-    stem = re.split(r"[\\/]", example.batch)[-1].rsplit(".", 1)[0]
-    return re.sub(r"_\d+$", "", stem)
-
-
 def real_text_report(examples: Sequence[Example], preds: Sequence) -> dict[str, Any]:
     """Sentiment on human-rated real text: 3-class accuracy and macro-F1, and polarity accuracy (on the
     clearly positive or negative ones, the share given exactly that label), per source."""
     by: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(examples):
-        by[_source(e)].append(i)
+        by[e.origin].append(i)
     by["all"] = list(range(len(examples)))
     out = {}
     for src, idx in sorted(by.items()):
