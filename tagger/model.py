@@ -236,14 +236,14 @@ class Tagger:
                 j = int(np.argmax(p[i]))
                 labels[task] = (str(heads[task].classes_[j]), float(p[i, j]))
             (stage, s_conf), (sentiment, m_conf) = labels["stage"], labels["sentiment"]
-            confidence = s_conf * m_conf
+            confidence = round(s_conf * m_conf, 4)  # the rule compares the figure users see (and evaluate tables)
             reason = review_reason(text, langs[i], confidence, self.review_threshold)
             pred = Prediction(
                 stage=stage, stage_confidence=round(s_conf, 4), sentiment=sentiment,
                 sentiment_confidence=round(m_conf, 4), lang=langs[i], review=reason is not None,
                 tags=tags_for(stage, sentiment, reason is not None, stage_prefix=self.stage_prefix,
                               sentiment_prefix=self.sentiment_prefix),
-                confidence=round(confidence, 4), review_reason=reason,
+                confidence=confidence, review_reason=reason,
             )
             if explain:
                 pred.explain = {task: self._top_terms(text, X[i], heads[task], labels[task][0]) for task in heads}

@@ -179,6 +179,17 @@ def test_confidence_is_the_product_of_both_tasks(shipped_model):
     assert pred.confidence == pytest.approx(pred.stage_confidence * pred.sentiment_confidence, abs=1e-3)
 
 
+def test_the_review_rule_compares_the_confidence_it_reports(shipped_model):
+    """At a threshold equal to a message's reported confidence it is untagged; a hair above, tagged: the
+    rule and the coverage table (which only sees reported confidences) agree."""
+    import dataclasses
+
+    text = "Do you ship to Riga and how long does it take?"
+    conf = shipped_model.predict(text).confidence
+    assert not dataclasses.replace(shipped_model, review_threshold=conf).predict(text).review
+    assert dataclasses.replace(shipped_model, review_threshold=conf + 1e-4).predict(text).review
+
+
 def test_fast_path_uses_no_encoder(shipped_model):
     """--fast reads the n-grams alone: it must work without touching the encoder at all."""
     import dataclasses
