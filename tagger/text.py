@@ -87,13 +87,12 @@ def has_letters(text: str) -> bool:
 # "content-free": whatever the heads say, an agent has to read the next message to know anything.
 _CONTENT_FREE_WORDS = frozenset("""
 hi hii hiii hello helo hallo hey heya yo hej hejsa halløj hei moin servus ciao salve buongiorno buonasera
-hola buenas buenos dias días bonjour bonsoir salut coucou allo allô olá ola oi bom dia boa tarde noite
+hola buenas buenos dias días bonjour bonsoir salut coucou allo allô olá ola oi oii bom boa dia tarde noite
 goedemorgen goedemiddag goedenavond hoi dag cześć czesc dzień dzien dobry witam sveiki labdien labrīt labrit
 čau cau привет здравствуйте добрый день вечер утро алло good morning afternoon evening day there anyone
 anybody somebody someone is here please pls plz help support guten tag morgen abend grüezi god hallå
-hallo? test testing ping excuse me sorry ok okay bom boa dia ahoj ei oii alguém alguien hay qualcuno c'è ce
-quelqu'un là la someone? iemand daar jemand da hallo hallå er der nogen noen nikt ktoś ktos kto-nibudь
-кто-нибудь есть тут здесь šeit seit kāds kads
+test testing ping excuse me sorry ok okay ahoj ei alguém alguien hay qualcuno c'è ce quelqu'un là la
+iemand daar jemand da er der nogen noen nikt ktoś ktos кто нибудь есть тут здесь šeit seit kāds kads
 """.split())
 _CONTENT_FREE_CJK = ("你好", "您好", "在吗", "在嗎", "有人吗", "有人嗎", "哈喽", "嗨", "喂", "客服", "早上好", "晚上好", "请问",
                      "こんにちは", "안녕하세요")

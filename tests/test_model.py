@@ -156,6 +156,7 @@ def test_review_tag_at_the_default_threshold_catches_mistakes(heldout_report):
 
 @pytest.mark.parametrize("text, reason", [
     ("hi", "no content"), ("hello??", "no content"), ("你好，在吗？", "no content"), ("Hej!", "no content"),
+    ("Кто-нибудь есть?", "no content"),
     ("Ĉu vi povas helpi min? Mia pakaĵo ne alvenis jam du semajnojn.", "outside the trained set"),
     ("注文した商品がまだ届きません。どうなっていますか？", "outside the trained set"),
     ("Hej, jag har fortfarande inte fått mitt paket och ingen svarar på mina mejl.", "outside the trained set"),
