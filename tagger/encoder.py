@@ -111,7 +111,6 @@ class Encoder:
         self.cache = cache if isinstance(cache, EmbeddingCache) or cache is None else EmbeddingCache(cache)
         self._model = None
         self._lock = threading.Lock()
-        self.version = _package_version()
         self._key_prefix = json.dumps(self.identity(), sort_keys=True).encode()
 
     @staticmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ class TrainResult:
     n_test: int
     activation_error: str | None = None
     review_threshold: float | None = None
-    log: list[str] = field(default_factory=list)
 
 
 def choose_threshold(coverage: list[dict[str, float]], target: float = TARGET_ACCURACY_NO_REVIEW) -> float | None:
@@ -72,9 +71,10 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
         say("evaluating on the held-out split (full model)")
         metrics = evaluate(tagger, test_set)
         threshold = choose_threshold(metrics.get("coverage", []))
-        if threshold is not None:
+        if threshold is not None:  # only the review figures depend on it: read them off its coverage row
             tagger.review_threshold = threshold
-            metrics = evaluate(tagger, test_set)
+            row = next(r for r in metrics["coverage"] if r["threshold"] == threshold)
+            metrics.update(review_threshold=threshold, review_share=round(1 - row["no_review"], 4))
         say("evaluating on the held-out split (fast path)")
         tagger.fast = True
         metrics["fast_path"] = evaluate(tagger, test_set)
