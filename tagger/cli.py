@@ -252,6 +252,7 @@ def models() -> None:
       tagger models show v20261123-101500-1a2b3c4d
       tagger models activate v20261123-101500-1a2b3c4d
       tagger models rollback
+      tagger models convert v20261123-023642-19b64205   # a pickled version from before 2026-12
     """
 
 
@@ -314,6 +315,8 @@ def models_activate(settings: Settings, version: str, force: bool) -> None:
 
     Both the current and the new model are evaluated on the held-out split first; activation is
     refused when macro-F1 drops by more than TAGGER_ACTIVATION_MAX_DROP (default 0.02), unless --force.
+    --force skips that guard only: VERSION must be a version of the models folder whose files pass
+    their SHA-256 (and signature) checks.
 
     \b
     Example:
@@ -326,6 +329,46 @@ def models_activate(settings: Settings, version: str, force: bool) -> None:
     Registry(settings.models_dir).activate(version, force=force, max_drop=settings.activation_max_drop,
                                            heldout=heldout)
     click.echo(f"active: {version}")
+
+
+@models.command("convert")
+@click.argument("version")
+@pass_settings
+def models_convert(settings: Settings, version: str) -> None:
+    """Rewrite VERSION, saved as a pickle by a release before 2026-12, in the code-free format.
+
+    Pickles run code when loaded, so the service refuses them; convert only a version you trust
+    (its SHA-256 is checked first). With TAGGER_MODEL_KEY set, the converted version is signed.
+
+    \b
+    Example:
+      tagger models convert v20261123-023642-19b64205
+    """
+    from tagger.registry import Registry
+
+    Registry(settings.models_dir).convert(version)
+    click.echo(f"converted: {version}")
+
+
+@models.command("sign")
+@click.argument("versions", nargs=-1, required=True)
+@pass_settings
+def models_sign(settings: Settings, versions: tuple[str, ...]) -> None:
+    """Sign VERSIONS with TAGGER_MODEL_KEY (their hashes are checked first).
+
+    With TAGGER_MODEL_KEY set, `tagger train` signs what it saves and every load refuses an unsigned
+    or wrongly signed version; this vouches for versions saved before the key was set.
+
+    \b
+    Example:
+      TAGGER_MODEL_KEY=... tagger models sign v20261203-102234-f94bc8c8
+    """
+    from tagger.registry import Registry
+
+    registry = Registry(settings.models_dir)
+    for version in versions:
+        registry.sign_version(version)
+        click.echo(f"signed: {version}")
 
 
 @models.command("rollback")

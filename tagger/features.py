@@ -138,15 +138,47 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.max_word_features = max_word_features
         self.min_df = min_df
 
-    def fit(self, rows, y=None):
+    def _word_vectorizer(self, vocabulary: dict[str, int] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        return TfidfVectorizer(analyzer="word", token_pattern=r"(?u)\b\w+\b", ngram_range=self.word_ngrams,
+                               min_df=self.min_df, sublinear_tf=True, max_features=self.max_word_features,
+                               dtype=np.float32, vocabulary=vocabulary)
+
+    def fit(self, rows, y=None):
         texts = [r[0] for r in rows]
         self.char_ = HashedCharNgrams(self.char_ngrams, self.n_bits, self.min_df).fit(texts)
-        self.word_ = TfidfVectorizer(analyzer="word", token_pattern=r"(?u)\b\w+\b", ngram_range=self.word_ngrams,
-                                     min_df=self.min_df, sublinear_tf=True, max_features=self.max_word_features,
-                                     dtype=np.float32).fit(texts)
+        self.word_ = self._word_vectorizer().fit(texts)
         self.n_word_ = len(self.word_.vocabulary_)
+        return self
+
+    # -- persistence without pickle (tagger.modelfile) -----------------------------------------------------
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able parameters and vocabulary, and the arrays, from which `from_state` rebuilds this."""
+        vocab = sorted(self.word_.vocabulary_, key=self.word_.vocabulary_.__getitem__)
+        spec = {"char_ngrams": list(self.char_ngrams), "n_bits": self.n_bits, "word_ngrams": list(self.word_ngrams),
+                "max_word_features": self.max_word_features, "min_df": self.min_df, "word_vocabulary": vocab}
+        return spec, {"char_idf": np.asarray(self.char_.idf_), "word_idf": np.asarray(self.word_.idf_)}
+
+    @classmethod
+    def from_state(cls, spec: dict, arrays: dict[str, np.ndarray]) -> Featurizer:
+        """The fitted featurizer of `to_state`'s output; ValueError when the parts do not fit together."""
+        self = cls(tuple(spec["char_ngrams"]), int(spec["n_bits"]), tuple(spec["word_ngrams"]),
+                   int(spec["max_word_features"]), int(spec["min_df"]))
+        vocab = spec["word_vocabulary"]
+        char_idf, word_idf = arrays["char_idf"], arrays["word_idf"]
+        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab) or len(set(vocab)) != len(vocab):
+            raise ValueError("word_vocabulary must be a list of distinct strings")
+        if char_idf.shape != (1 << self.n_bits,) or word_idf.shape != (len(vocab),):
+            raise ValueError(f"idf arrays {char_idf.shape}, {word_idf.shape} do not fit n_bits {self.n_bits} "
+                             f"and a vocabulary of {len(vocab)}")
+        self.char_ = HashedCharNgrams(self.char_ngrams, self.n_bits, self.min_df)
+        self.char_.idf_ = char_idf.astype(np.float32)
+        word = self._word_vectorizer({w: i for i, w in enumerate(vocab)})
+        word._validate_vocabulary()
+        word.idf_ = word_idf
+        self.word_ = word
+        self.n_word_ = len(vocab)
         return self
 
     @property

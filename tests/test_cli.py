@@ -114,7 +114,7 @@ def test_train_writes_a_verified_version_with_metrics(runner, tmp_path):
     version = result.stdout.strip().splitlines()[-1]
     meta = json.loads((models / version / "metadata.json").read_text())
     assert meta["metrics"]["stage"]["per_class"]["smot"]["support"] > 0
-    assert meta["n_test"] > 0 and len(meta["sha256"]) == 64
+    assert meta["n_test"] > 0 and all(len(h) == 64 for h in meta["files"].values())
     listed = runner.invoke(cli, ["models", "list", "--json"], env={"TAGGER_MODELS_DIR": str(models)})
     assert json.loads(listed.stdout)[0]["active"] is True
 
@@ -181,3 +181,22 @@ def test_feedback_export_writes_training_jsonl(runner, tmp_path):
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert rows == [{"text": "Paldies, lielisks serviss!", "stage": "umot", "sentiment": "positive",
                      "channel": "ticket", "lang": "lv"}]
+
+
+def test_models_activate_force_never_overrides_the_path_or_the_hash(runner, tmp_path, small_model):
+    from tagger.registry import Registry
+
+    models = tmp_path / "models"
+    registry = Registry(models)
+    good = registry.save(small_model, {"data_hash": "aa" * 8})
+    registry.activate(good)
+    bad = registry.save(small_model, {"data_hash": "bb" * 8})
+    (models / bad / "model.npz").write_bytes(b"not the saved file")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    env = {"TAGGER_MODELS_DIR": str(models)}
+    for target in (bad, str(outside), "../outside"):
+        result = runner.invoke(cli, ["models", "activate", "--force", target], env=env)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert "SHA-256" in result.output or "not a model version name" in result.output
+    assert registry.current() == good

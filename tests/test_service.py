@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tagger.cli import cli as service_cli
 from tagger.config import Settings
-from tagger.errors import WebhookError
+from tagger.errors import IntegrityError, WebhookError
 from tagger.helpdesks.base import hmac_hex
 from tagger.labels import SENTIMENTS, STAGES
 from tagger.registry import META_FILE, Registry
@@ -420,9 +420,13 @@ def test_activating_a_model_swaps_it_without_dropping_requests(start, tmp_path):
     assert versions == {v1, v2}
 
     # a tampered version is refused: the service keeps the model it has and says why
-    (root / v1 / META_FILE).write_text(
-        (root / v1 / META_FILE).read_text(encoding="utf-8").replace('"sha256": "', '"sha256": "0'), encoding="utf-8")
-    Registry(root).activate(v1)
+    meta = json.loads((root / v1 / META_FILE).read_text(encoding="utf-8"))
+    meta["files"]["model.npz"] = "0" * 64
+    (root / v1 / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(IntegrityError):
+        Registry(root).activate(v1)  # activation itself refuses it, so the service must see it by other means
+    state = json.loads((root / "ACTIVE.json").read_text(encoding="utf-8"))
+    (root / "ACTIVE.json").write_text(json.dumps({**state, "current": v1}), encoding="utf-8")
     wait_until(lambda: "model_reload_error" in live.client.get("/healthz").json(), timeout=10, what="refusal")
     health = live.client.get("/healthz").json()
     assert health["model_version"] == v2 and "SHA-256" in health["model_reload_error"]
