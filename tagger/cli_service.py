@@ -27,7 +27,10 @@ def _settings(ctx: click.Context, **overrides) -> Settings:
 
 
 def _logging(level: str) -> None:
+    from tagger.sanitize import install_log_redaction
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
 
 
 def _store(settings: Settings):
@@ -168,9 +171,11 @@ def outbox(ctx, status, limit, as_json, db_url) -> None:
     if not rows:
         return
     click.echo(f"{'id':>6}  {'status':<8}{'helpdesk':<11}{'ticket':<14}{'tries':>5}  {'next attempt':<20}  error / tags")
-    for r in rows:
-        detail = r["last_error"] or f"+{','.join(r['add_tags'])}"
-        click.echo(f"{r['id']:>6}  {r['status']:<8}{r['helpdesk']:<11}{str(r['ticket_id'])[:13]:<14}"
+    from tagger.sanitize import printable
+
+    for r in rows:  # error texts and ticket ids come from outside: no control characters to the terminal
+        detail = printable(r["last_error"] or f"+{','.join(r['add_tags'])}")
+        click.echo(f"{r['id']:>6}  {r['status']:<8}{r['helpdesk']:<11}{printable(r['ticket_id'])[:13]:<14}"
                    f"{r['attempts']:>5}  {r['next_attempt_at']:%Y-%m-%d %H:%M:%S}  {detail[:90]}")
 
 

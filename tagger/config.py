@@ -46,6 +46,8 @@ class Settings:
     worker_poll_s: float = 0.5
     worker_concurrency: int = 8
     api_token: str = ""
+    metrics_token: str = ""                  # /metrics (else api_token; with neither, local clients only)
+    trusted_proxies: str = ""                # reverse proxies whose X-Forwarded-For is believed (tagger.access)
     activation_max_drop: float = 0.02
 
     @classmethod

@@ -13,72 +13,95 @@ same-site, HTTP-only cookie). Without a configured token, non-local clients get 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
+import math
+import re
 from collections import Counter
 from importlib import resources
-from ipaddress import ip_address
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tagger.access import COOKIE, allowed, token_matches
 from tagger.config import Settings
 from tagger.errors import TaggerError
 from tagger.labels import CHANNELS, SENTIMENTS, STAGES
 from tagger.reports import TICKET_COLUMNS, parse_period, parse_when
 from tagger.store import Store, messages
 
-COOKIE = "tagger_token"
 MAX_LIST = 500
-
-
-def _is_local(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return host in ("localhost", "testclient")
 
 
 def check_access(request: Request, settings: Settings) -> Response | None:
     """None when the request may see the dashboard, else the 401/403 answer with its reason."""
-    token = settings.api_token
-    if not token:
-        if _is_local(request):
-            return None
-        return JSONResponse({"status": "forbidden", "reason": "the dashboard is open to localhost only; set "
-                             "TAGGER_API_TOKEN to expose it and send the token"}, status_code=403)
-    offered = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-        or request.query_params.get("token", "") or request.cookies.get(COOKIE, "")
-    if offered and hmac.compare_digest(offered.encode(), token.encode()):
+    if allowed(request, (settings.api_token,), settings.trusted_proxies, query=True, cookie=True):
         return None
+    if not settings.api_token:
+        return JSONResponse({"status": "forbidden", "reason": "the dashboard is open to localhost only; set "
+                             "TAGGER_API_TOKEN to expose it and send the token (behind a reverse proxy, set "
+                             "TAGGER_TRUSTED_PROXIES)"}, status_code=403)
     return JSONResponse({"status": "unauthorized", "reason": "missing or wrong token (Authorization: Bearer "
                          "<TAGGER_API_TOKEN>, or ?token= on the page URL)"}, status_code=401,
                         headers={"WWW-Authenticate": "Bearer"})
 
 
+_PARAMS = {"/dashboard": {"token"},
+           "/api/summary": {"period", "until", "helpdesk", "channel", "lang", "token"},
+           "/api/tickets": {"stage", "sentiment", "channel", "lang", "helpdesk", "min_confidence", "max_confidence",
+                            "since", "until", "limit", "token"}}
+_NAME = re.compile(r"[\w.:@+-]{1,64}")
+
+
+def _check_params(request: Request) -> None:
+    """Every parameter known, given once: a typo or a repeated filter is a 400, never silently ignored."""
+    known = _PARAMS.get(request.url.path, set())
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise TaggerError(f"unknown parameter(s) {', '.join(unknown)}; this route takes {', '.join(sorted(known))}")
+    repeated = sorted({k for k, _ in request.query_params.multi_items()
+                       if len(request.query_params.getlist(k)) > 1})
+    if repeated:
+        raise TaggerError(f"parameter(s) {', '.join(repeated)} given more than once")
+
+
 def _filters(request: Request) -> dict:
     q = request.query_params
     out = {}
-    for name, allowed in (("stage", STAGES), ("sentiment", SENTIMENTS), ("channel", CHANNELS)):
+    for name, allowed_values in (("stage", STAGES), ("sentiment", SENTIMENTS), ("channel", CHANNELS)):
         value = q.get(name) or None
-        if value is not None and value not in allowed:
-            raise TaggerError(f"{name} must be one of {', '.join(allowed)}")
+        if value is not None and value not in allowed_values:
+            raise TaggerError(f"{name} must be one of {', '.join(allowed_values)}")
         out[name] = value
-    out["lang"] = q.get("lang") or None
-    out["helpdesk"] = q.get("helpdesk") or None
+    for name in ("lang", "helpdesk"):
+        value = q.get(name) or None
+        if value is not None and not _NAME.fullmatch(value):
+            raise TaggerError(f"{name} must be a name of at most 64 letters, digits or . : @ + - _")
+        out[name] = value
     return out
 
 
 def _float(request: Request, name: str) -> float | None:
+    """A confidence bound: a finite number from 0 to 1."""
     raw = request.query_params.get(name)
     if not raw:
         return None
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise TaggerError(f"{name} must be a number") from exc
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise TaggerError(f"{name} must be a number from 0 to 1, got {raw[:40]!r}")
+    return value
+
+
+def _limit(request: Request, default: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_LIST:
+        raise TaggerError(f"limit must be a whole number from 1 to {MAX_LIST}, got {raw[:40]!r}")
+    return int(raw)
 
 
 def summary(store: Store, *, period: dt.timedelta, until: dt.datetime, helpdesk=None, channel=None, lang=None) -> dict:
@@ -119,11 +142,12 @@ def dashboard_routes(store: Store, settings: Settings) -> list[Route]:
             if denied is not None:
                 return denied
             try:
+                _check_params(request)
                 response = await handler(request)
             except TaggerError as exc:
                 return JSONResponse({"status": "bad request", "reason": str(exc)}, status_code=400)
-            token = request.query_params.get("token")
-            if token and settings.api_token and hmac.compare_digest(token.encode(), settings.api_token.encode()):
+            token = request.query_params.get("token", "")
+            if token_matches(token, settings.api_token):
                 response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         return endpoint
@@ -148,7 +172,7 @@ def dashboard_routes(store: Store, settings: Settings) -> list[Route]:
         from starlette.concurrency import run_in_threadpool
 
         f = _filters(request)
-        limit = min(int(_float(request, "limit") or 100), MAX_LIST)
+        limit = _limit(request)
         rows = await run_in_threadpool(
             store.list_messages, **f, min_confidence=_float(request, "min_confidence"),
             max_confidence=_float(request, "max_confidence"), since=parse_when(request.query_params.get("since")),

@@ -11,32 +11,54 @@ from typing import Any
 
 from tagger.errors import TaggerError
 from tagger.labels import SENTIMENTS, STAGES
+from tagger.sanitize import printable
 
 _DURATION = re.compile(r"^(\d+)\s*([hdwm])$")
 _UNITS = {"h": dt.timedelta(hours=1), "d": dt.timedelta(days=1), "w": dt.timedelta(weeks=1),
           "m": dt.timedelta(days=30)}
 
 
+MAX_SPAN = dt.timedelta(days=3660)  # ten years: the longest period or look-back a report reads
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
+def _duration(match: re.Match, value: str, what: str) -> dt.timedelta:
+    count = int(match.group(1))
+    unit = _UNITS[match.group(2)]
+    if count > MAX_SPAN // unit:
+        raise TaggerError(f"{what} {value!r} is longer than ten years")
+    return count * unit
+
+
 def parse_when(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
-    """`2026-11-01`, `2026-11-01T08:00`, or a duration back from now (`24h`, `7d`, `4w`, `3m`)."""
+    """`2026-11-01`, `2026-11-01T08:00`, or a duration back from now (`24h`, `7d`, `4w`, `3m`, at most ten years);
+    TaggerError, with the reason, for anything else."""
     if not value:
         return None
     now = now or dt.datetime.now(dt.UTC)
     match = _DURATION.match(value.strip().lower())
     if match:
-        return now - int(match.group(1)) * _UNITS[match.group(2)]
+        return now - _duration(match, value, "time")
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise TaggerError(f"cannot read time {value!r}: use 2026-11-01, 2026-11-01T08:00 or 7d/24h/4w") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    if not EARLIEST <= parsed <= LATEST:
+        raise TaggerError(f"time {value!r} is outside {EARLIEST:%Y}-{LATEST:%Y}")
+    return parsed
 
 
 def parse_period(value: str) -> dt.timedelta:
+    """`7d`, `24h`, `4w`, `3m` (at most ten years)."""
     match = _DURATION.match(value.strip().lower())
     if not match:
         raise TaggerError(f"cannot read period {value!r}: use e.g. 7d, 24h, 4w, 3m")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    period = _duration(match, value, "period")
+    if not period:
+        raise TaggerError(f"period {value!r} is empty")
+    return period
 
 
 TICKET_COLUMNS = ("created_at", "helpdesk", "ticket_id", "stage", "sentiment", "stage_confidence",
@@ -44,13 +66,14 @@ TICKET_COLUMNS = ("created_at", "helpdesk", "ticket_id", "stage", "sentiment", "
 
 
 def _cell(value: Any) -> str:
+    """A value as printed in a table or CSV: no control characters or ANSI escapes reach a terminal."""
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, bool):
         return "yes" if value else ""
-    return "" if value is None else str(value)
+    return "" if value is None else printable(value)
 
 
 def format_tickets(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -66,9 +89,9 @@ def format_tickets(rows: list[dict[str, Any]], fmt: str) -> str:
             writer.writerow([_cell(r[k]) for k in TICKET_COLUMNS])
         return buf.getvalue()
     headers = ("when", "helpdesk", "ticket", "stage", "sentiment", "conf", "lang", "channel", "review", "link")
-    body = [(_cell(r["created_at"]), r["helpdesk"], r["ticket_id"], r["stage"], r["sentiment"],
-             f"{min(r['stage_confidence'], r['sentiment_confidence']):.2f}", r["lang"], r["channel"],
-             _cell(bool(r["review"])), r.get("ticket_url") or "") for r in rows]
+    body = [(_cell(r["created_at"]), _cell(r["helpdesk"]), _cell(r["ticket_id"]), _cell(r["stage"]),
+             _cell(r["sentiment"]), f"{min(r['stage_confidence'], r['sentiment_confidence']):.2f}", _cell(r["lang"]),
+             _cell(r["channel"]), _cell(bool(r["review"])), _cell(r.get("ticket_url"))) for r in rows]
     widths = [max([len(h)] + [len(str(b[i])) for b in body]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]

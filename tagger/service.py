@@ -28,6 +28,7 @@ it in; requests in flight finish on the model they started with.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -44,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tagger.access import allowed, parse_proxies
 from tagger.config import Settings
 from tagger.errors import TaggerError, WebhookError
 from tagger.helpdesks.base import Adapter, Message
@@ -58,12 +60,14 @@ from tagger.labels import (
     tags_for,
 )
 from tagger.registry import ACTIVE_FILE
+from tagger.sanitize import install_log_redaction, no_nul, web_url
 from tagger.store import DuplicateEvent, Store, StoreError, text_hash
 from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker, load_adapters
 
 log = logging.getLogger("tagger.service")
 
 JSON_TYPES = ("application/json",)
+_TEXT_FIELDS = ("ticket_id", "text", "event_id", "channel", "subject", "event_type", "tags", "author", "lang")
 
 
 def own_tags(settings: Settings) -> set[str]:
@@ -315,7 +319,10 @@ class Service:
                 raise _error(422, f"missing field {field}")
         if not isinstance(message.text, str):
             raise _error(422, "missing field text")
-        return message
+        # NUL bytes cannot be stored in PostgreSQL text (they would fail every retry of the delivery); a link
+        # we show to agents must be a web link (no `javascript:`, no control characters)
+        return dataclasses.replace(message, **{f: no_nul(getattr(message, f)) for f in _TEXT_FIELDS},
+                                   url=web_url(message.url))
 
     def _duplicate(self, message: Message) -> tuple[int, dict[str, Any]]:
         self.metrics.skipped.labels(message.helpdesk, "duplicate").inc()
@@ -404,6 +411,9 @@ class Service:
 
         db_ok, counts = await run_in_threadpool(check)
         self.models.get()
+        if not allowed(request, (self.settings.api_token, self.settings.metrics_token), self.settings.trusted_proxies):
+            # a load balancer's probe needs only this; versions, queues and helpdesks are for operators
+            return _json(200 if db_ok else 503, {"status": "ok" if db_ok else "degraded"})
         body = {"status": "ok" if db_ok else "degraded", "model_version": self.models.version,
                 "db": "ok" if db_ok else "unreachable",
                 "queue_depth": counts["pending"] if counts else None,
@@ -415,6 +425,13 @@ class Service:
         return _json(200 if db_ok else 503, body)
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        tokens = (self.settings.metrics_token,) if self.settings.metrics_token else (self.settings.api_token,)
+        if not allowed(request, tokens, self.settings.trusted_proxies):
+            if not any(tokens):
+                return _json(403, {"status": "forbidden", "reason": "/metrics is open to localhost only; set "
+                                   "TAGGER_METRICS_TOKEN (or TAGGER_API_TOKEN) and scrape with it as a Bearer token"})
+            return _json(401, {"status": "unauthorized", "reason": "missing or wrong token (Authorization: Bearer "
+                               "<TAGGER_METRICS_TOKEN or TAGGER_API_TOKEN>)"}, headers={"WWW-Authenticate": "Bearer"})
         data = await run_in_threadpool(self.metrics.render)
         return Response(data, media_type=prom.CONTENT_TYPE_LATEST)
 
@@ -433,8 +450,8 @@ def decode_json(body: bytes) -> Any:
         raise _error(400, "body is not usable JSON: nested too deeply") from None
 
 
-def _json(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -456,6 +473,8 @@ def create_app(settings: Settings | None = None, tagger=None, *, store: Store | 
     `module:factory` specs); `run_worker` starts the outbox worker thread with the app; `dashboard` mounts
     the team leads' dashboard (tagger.dashboard: /dashboard, /api/summary, /api/tickets)."""
     settings = settings or Settings.load()
+    install_log_redaction()  # no ?token=... in access logs
+    parse_proxies(settings.trusted_proxies)  # a typo in TAGGER_TRUSTED_PROXIES stops the start, with the entry
     models = ModelHolder(settings, tagger, watch=watch_models, check_every_s=reload_check_s)
     store = store or Store(settings.db_url)
     if adapters is None:
@@ -472,6 +491,7 @@ def create_app(settings: Settings | None = None, tagger=None, *, store: Store | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        install_log_redaction()  # again: the server configures its log handlers after the app is built
         if service.worker is not None:
             service.worker.start()
         log.info("serving model %s, helpdesks: %s", models.version, ", ".join(sorted(service.adapters)) or "none")

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tagger.errors import ConfigError, TaggerError
 from tagger.labels import SENTIMENTS, STAGES
+from tagger.sanitize import no_nul, web_url
 from tagger.text import clean
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -241,6 +242,7 @@ class Store:
 
     # -- webhook side ------------------------------------------------------------------------------------
     def is_processed(self, helpdesk: str, event_id: str) -> bool:
+        helpdesk, event_id = no_nul((helpdesk, event_id))
         with self._tx(write=False) as conn:
             row = conn.execute(sa.select(processed_events.c.outcome).where(
                 processed_events.c.helpdesk == helpdesk, processed_events.c.event_id == event_id)).first()
@@ -257,6 +259,10 @@ class Store:
         Raises `DuplicateEvent` when the event id was processed before (nothing is written then).
         """
         now = now or utcnow()
+        # PostgreSQL cannot store NUL in text (every retry would fail); links must be web links
+        helpdesk, ticket_id, event_id, channel, add, remove, prediction = no_nul(
+            (helpdesk, ticket_id, event_id, channel, list(add), list(remove), prediction))
+        ticket_url = web_url(ticket_url)
         try:
             with self._tx() as conn:
                 conn.execute(processed_events.insert().values(
@@ -284,6 +290,7 @@ class Store:
 
     def record_event(self, helpdesk: str, event_id: str, outcome: str, *, now: dt.datetime | None = None) -> bool:
         """Remember an event that needed no classification (e.g. our own tag update); False if seen before."""
+        helpdesk, event_id = no_nul((helpdesk, event_id))
         try:
             with self._tx() as conn:
                 conn.execute(processed_events.insert().values(
@@ -294,6 +301,7 @@ class Store:
 
     def last_message(self, helpdesk: str, ticket_id: str) -> dict[str, Any] | None:
         """The last classified version of a ticket, with the status of its outbox row (`write_status`)."""
+        helpdesk, ticket_id = no_nul((helpdesk, ticket_id))
         query = (sa.select(messages, outbox.c.status.label("write_status"))
                  .select_from(messages.outerjoin(outbox, outbox.c.message_id == messages.c.id))
                  .where(messages.c.helpdesk == helpdesk, messages.c.ticket_id == ticket_id)
@@ -320,6 +328,7 @@ class Store:
                           text: str, now: dt.datetime | None = None) -> int:
         """An agent changed our labels on a ticket: store it (training feedback) with the event id, atomically."""
         now = now or utcnow()
+        event_id, new_stage, new_sentiment, text = no_nul((event_id, new_stage, new_sentiment, text))
         try:
             with self._tx() as conn:
                 conn.execute(processed_events.insert().values(
@@ -483,7 +492,10 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self._tx(write=False) as conn:
-            return [dict(r._mapping) for r in conn.execute(query).all()]
+            rows = [dict(r._mapping) for r in conn.execute(query).all()]
+        for row in rows:  # rows stored before links were checked
+            row["ticket_url"] = web_url(row.get("ticket_url"))
+        return rows
 
     def stage_sentiment_counts(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                                helpdesk: str | None = None, channel: str | None = None,

@@ -125,17 +125,18 @@ TAGGER = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "tagger
 class ServeProcess:
     """`tagger serve` as a child process."""
 
-    def __init__(self, tmp_path: Path, db_url: str, helpdesk_url: str):
+    def __init__(self, tmp_path: Path, db_url: str, helpdesk_url: str, *, log_level: str = "warning",
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (tmp_path / f"serve-{self.port}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         env = {**env, "NO_PROXY": "127.0.0.1,localhost", "TAGGER_STANDIN_URL": helpdesk_url, "TAGGER_OUTBOX_BASE_DELAY_S": "0.05",
                "TAGGER_OUTBOX_MAX_DELAY_S": "0.2", "TAGGER_HTTP_TIMEOUT_S": "0.5", "TAGGER_WORKER_POLL_S": "0.02",
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(
             [*TAGGER, "serve", "--port", str(self.port), "--db", db_url,
-             "--models", str(SHIPPED_MODELS), "--adapter", "tests.standin:make_adapter", "--log-level", "warning"],
+             "--models", str(SHIPPED_MODELS), "--adapter", "tests.standin:make_adapter", "--log-level", log_level],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         try:
             wait_until(self._healthy, timeout=60, interval=0.1, what="tagger serve to start")
