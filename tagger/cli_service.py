@@ -233,7 +233,97 @@ def feedback_export(ctx, output, db_url) -> None:
     click.echo(f"exported {len(examples)} correction(s)", err=True)
 
 
+# ----------------------------------------------------------------------------------------------------- prune
+@click.command()
+@db_option
+@click.option("--days", type=click.IntRange(min=7), help="Keep this many days (default: TAGGER_RETENTION_DAYS).")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@click.pass_context
+def prune(ctx, db_url, days, dry_run) -> None:
+    """Remove classified messages, settled tag writes and event ids older than the retention period.
+
+    The reports keep their figures: each removed message is first added to the daily counts, which
+    `tagger report` and the dashboard read. Corrections (and the messages they correct) are training
+    data and are kept, as is every tag write still pending or dead-lettered. The worker runs this every
+    hour when TAGGER_RETENTION_DAYS is set.
+
+    \b
+    Examples:
+      tagger prune --days 90 --dry-run
+      TAGGER_RETENTION_DAYS=180 tagger prune
+    """
+    import datetime as dt
+
+    settings = _settings(ctx, db_url=db_url)
+    days = days or settings.retention_days
+    if not days:
+        raise click.UsageError("give --days N (at least 7) or set TAGGER_RETENTION_DAYS")
+    store = _store(settings)
+    try:
+        removed = store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=days), dry_run=dry_run)
+        left = store.row_counts()
+    finally:
+        store.close()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {removed['messages']} message(s), {removed['outbox']} outbox row(s), "
+               f"{removed['events']} event id(s) older than {days} days; kept: " +
+               ", ".join(f"{k} {v}" for k, v in left.items()))
+
+
+# -------------------------------------------------------------------------------------------------------- db
+@click.group()
+def db() -> None:
+    """The store's schema: its revision, and upgrades that keep every row.
+
+    \b
+    Examples:
+      tagger db status
+      tagger db upgrade --db postgresql+psycopg://tagger@db/tagger
+    """
+
+
+@db.command("status")
+@db_option
+@click.pass_context
+def db_status(ctx, db_url) -> None:
+    """The database's schema revision against the code's."""
+    from tagger.store import Store
+
+    store = Store(_settings(ctx, db_url=db_url).db_url, create=False)
+    try:
+        state = store.schema_revision()
+    finally:
+        store.close()
+    if state.empty:
+        click.echo(f"empty database; the tables are created at revision {state.head} on first use")
+    elif state.current:
+        click.echo(f"schema at revision {state.revision}, as the code expects")
+    else:
+        where = "newer than" if state.newer else "older than"
+        click.echo(f"schema at revision {state.revision or 'none (a release before migrations)'}, {where} the "
+                   f"code's {state.head}" + ("" if state.newer else ": run `tagger db upgrade`"))
+        ctx.exit(1)
+
+
+@db.command("upgrade")
+@db_option
+@click.pass_context
+def db_upgrade(ctx, db_url) -> None:
+    """Migrate the database to the code's schema revision, keeping every row (stop the service first
+    when the release notes say so; several replicas are serialised by a lock)."""
+    from tagger.store import Store
+
+    store = Store(_settings(ctx, db_url=db_url).db_url, create=False)
+    try:
+        before, after = store.upgrade_schema()
+    except TaggerError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    click.echo(f"schema at revision {after}" + (f" (was {before})" if before != after else " (no change)"))
+
+
 def register(cli: click.Group) -> None:
-    """Add serve, worker, outbox and feedback to the main `tagger` group."""
-    for command in (serve, worker, outbox, feedback):
+    """Add serve, worker, outbox, feedback, prune and db to the main `tagger` group."""
+    for command in (serve, worker, outbox, feedback, prune, db):
         cli.add_command(command)

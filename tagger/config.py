@@ -49,6 +49,8 @@ class Settings:
     metrics_token: str = ""                  # /metrics (else api_token; with neither, local clients only)
     trusted_proxies: str = ""                # reverse proxies whose X-Forwarded-For is believed (tagger.access)
     activation_max_drop: float = 0.02
+    retention_days: int = 0                  # 0: keep messages forever; else `tagger prune` (and the worker) removes older ones
+    prune_every_s: float = 3600.0
 
     @classmethod
     def load(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -90,6 +92,9 @@ class Settings:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
         settings = cls(**typed)
+        if settings.retention_days < 0 or 0 < settings.retention_days < 7:
+            raise ConfigError(f"retention_days must be 0 (keep everything) or at least 7, got {settings.retention_days}"
+                              " (replayed webhook deliveries are recognised for that long)")
         if settings.review_threshold is not None and not 0.0 <= settings.review_threshold <= 1.0:
             raise ConfigError(f"review_threshold must be between 0 and 1, got {settings.review_threshold}")
         return settings

@@ -15,10 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections import Counter
 from importlib import resources
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -28,7 +26,7 @@ from tagger.config import Settings
 from tagger.errors import TaggerError
 from tagger.labels import CHANNELS, SENTIMENTS, STAGES
 from tagger.reports import TICKET_COLUMNS, parse_period, parse_when
-from tagger.store import Store, messages
+from tagger.store import Store
 
 MAX_LIST = 500
 
@@ -109,20 +107,9 @@ def summary(store: Store, *, period: dt.timedelta, until: dt.datetime, helpdesk=
     filters = {"helpdesk": helpdesk, "channel": channel, "lang": lang}
     current = store.stage_sentiment_counts(since=since, until=until, **filters)
     previous = store.stage_sentiment_counts(since=since - period, until=since, **filters)
-    c = messages.c
-    query = sa.select(c.created_at, c.stage, c.review).where(c.created_at >= since, c.created_at < until)
-    for column, value in ((c.helpdesk, helpdesk), (c.channel, channel), (c.lang, lang)):
-        if value:
-            query = query.where(column == value)
     days = max(1, round(period / dt.timedelta(days=1)))
     start_day = (until - dt.timedelta(days=days - 1)).date()
-    per_day: Counter = Counter()
-    review = total = 0
-    with store.engine.connect() as conn:
-        for created, stage, is_review in conn.execute(query):
-            per_day[(created.astimezone(dt.UTC).date(), stage)] += 1
-            review += bool(is_review)
-            total += 1
+    per_day, review, total = store.daily_stage_counts(since=since, until=until, **filters)
     dates = [start_day + dt.timedelta(days=i) for i in range(days)]
     return {
         "since": since.isoformat(timespec="seconds"), "until": until.isoformat(timespec="seconds"),

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
+from tagger import migrations
 from tagger.errors import ConfigError, TaggerError
 from tagger.labels import SENTIMENTS, STAGES
 from tagger.sanitize import no_nul, web_url
@@ -47,6 +49,11 @@ class DuplicateEvent(TaggerError):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _midnight(when: dt.datetime) -> dt.datetime:
+    """The UTC midnight at or before `when`."""
+    return when.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -147,6 +154,22 @@ corrections = sa.Table(
 )
 
 
+daily_counts = sa.Table(  # what the reports need of messages removed by retention (`prune`)
+    "daily_counts", metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("helpdesk", sa.String(40), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("lang", sa.String(16), primary_key=True),
+    sa.Column("stage", sa.String(16), primary_key=True),
+    sa.Column("sentiment", sa.String(16), primary_key=True),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.Column("review", sa.Integer, nullable=False),
+)
+
+TABLES = ("messages", "processed_events", "outbox", "corrections", "daily_counts")
+FIRST_REVISION_TABLES = ("messages", "processed_events", "outbox", "corrections")  # before migrations
+
+
 def text_hash(text: str) -> str:
     """SHA-256 of the text the classifier reads (after cleaning), so re-rendered HTML or a re-quoted mail
     with the same content counts as unchanged."""
@@ -225,11 +248,48 @@ class Store:
             raise StoreError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
 
     def create_schema(self) -> None:
-        """Create the tables when missing (idempotent; safe with several replicas starting at once)."""
+        """Make sure the schema is the code's: an empty database gets the tables (stamped with the newest
+        migration); one at the code's revision is used as it is; any other is refused with the command that
+        fixes it (SchemaError). Safe with several replicas starting at once."""
+        with self._schema_tx() as (conn, cfg):
+            state = migrations.state(conn, cfg)
+            if state.empty:
+                metadata.create_all(conn, checkfirst=True)
+                migrations.stamp(cfg, "head")
+                return
+            migrations.refuse_unless_current(state, self)
+
+    def schema_revision(self) -> migrations.SchemaState:
+        with self._schema_tx() as (conn, cfg):
+            return migrations.state(conn, cfg)
+
+    def upgrade_schema(self) -> tuple[str | None, str]:
+        """Migrate to the code's revision (`tagger db upgrade`); (revision before, revision after). A database
+        of the release before migrations is recognised by its tables and stamped with the first revision."""
+        with self._schema_tx() as (conn, cfg):
+            state = migrations.state(conn, cfg)
+            if state.empty:
+                metadata.create_all(conn, checkfirst=True)
+                migrations.stamp(cfg, "head")
+                return None, state.head
+            before = state.revision
+            if before is None:
+                missing = set(FIRST_REVISION_TABLES) - set(state.tables)
+                if missing:
+                    raise migrations.SchemaError(f"{self}: unversioned database without {', '.join(sorted(missing))}: "
+                                                 "not one of ours; refusing to touch it")
+                migrations.stamp(cfg, migrations.FIRST)
+            elif state.newer:
+                migrations.refuse_unless_current(state, self)
+            migrations.upgrade(cfg, "head")
+            return before, state.head
+
+    @contextlib.contextmanager
+    def _schema_tx(self):
         with self._tx() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(724011)"))
-            metadata.create_all(conn, checkfirst=True)
+            yield conn, migrations.config(conn)
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -497,15 +557,32 @@ class Store:
             row["ticket_url"] = web_url(row.get("ticket_url"))
         return rows
 
+    def _aggregated(self, since: dt.datetime | None, until: dt.datetime | None, filters: dict[str, Any]):
+        """The daily_counts rows (pruned messages) of days that start inside [since, until)."""
+        d = daily_counts.c
+        query = sa.select(d.day, d.stage, d.sentiment, d.messages, d.review)
+        for name, value in filters.items():
+            if value is not None:
+                query = query.where(d[name] == value)
+        if since is not None:
+            first = since.astimezone(dt.UTC).date()
+            query = query.where(d.day >= (first if since == _midnight(since) else first + dt.timedelta(days=1)))
+        if until is not None:
+            last = until.astimezone(dt.UTC).date()
+            query = query.where(d.day < (last if until == _midnight(until) else last + dt.timedelta(days=1)))
+        return query
+
     def stage_sentiment_counts(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                                helpdesk: str | None = None, channel: str | None = None,
                                lang: str | None = None) -> dict[str, dict[str, int]]:
-        """`{stage: {sentiment: count}}` over a period, every label present (zeros included)."""
+        """`{stage: {sentiment: count}}` over a period, every label present (zeros included). Messages removed by
+        retention count through their daily aggregates (whole UTC days)."""
         c = messages.c
+        filters = {"helpdesk": helpdesk, "channel": channel, "lang": lang}
         query = sa.select(c.stage, c.sentiment, sa.func.count()).group_by(c.stage, c.sentiment)
-        for column, value in ((c.helpdesk, helpdesk), (c.channel, channel), (c.lang, lang)):
+        for name, value in filters.items():
             if value is not None:
-                query = query.where(column == value)
+                query = query.where(c[name] == value)
         if since is not None:
             query = query.where(c.created_at >= since)
         if until is not None:
@@ -513,8 +590,94 @@ class Store:
         table = {s: dict.fromkeys(SENTIMENTS, 0) for s in STAGES}
         with self._tx(write=False) as conn:
             for stage, sentiment, n in conn.execute(query).all():
-                table.setdefault(stage, dict.fromkeys(SENTIMENTS, 0))[sentiment] = n
+                table.setdefault(stage, dict.fromkeys(SENTIMENTS, 0))[sentiment] += n
+            for _day, stage, sentiment, n, _review in conn.execute(self._aggregated(since, until, filters)).all():
+                table.setdefault(stage, dict.fromkeys(SENTIMENTS, 0))[sentiment] += n
         return table
+
+    def daily_stage_counts(self, *, since: dt.datetime, until: dt.datetime, helpdesk: str | None = None,
+                           channel: str | None = None, lang: str | None = None) -> tuple[Counter, int, int]:
+        """Messages per (UTC date, stage) in [since, until), how many got the review tag, and the total:
+        kept messages and the daily aggregates of pruned ones."""
+        c = messages.c
+        filters = {"helpdesk": helpdesk, "channel": channel, "lang": lang}
+        query = sa.select(c.created_at, c.stage, c.review).where(c.created_at >= since, c.created_at < until)
+        for name, value in filters.items():
+            if value:
+                query = query.where(c[name] == value)
+        per_day: Counter = Counter()
+        review = total = 0
+        with self._tx(write=False) as conn:
+            for created, stage, is_review in conn.execute(query):
+                per_day[(created.astimezone(dt.UTC).date(), stage)] += 1
+                review += bool(is_review)
+                total += 1
+            for day, stage, _sentiment, n, n_review in conn.execute(self._aggregated(since, until, filters)):
+                per_day[(day, stage)] += n
+                review += n_review
+                total += n
+        return per_day, review, total
+
+    # -- retention -------------------------------------------------------------------------------------------
+    def prune(self, older_than: dt.datetime, *, batch: int = 2000, dry_run: bool = False) -> dict[str, int]:
+        """Remove what is older than the UTC midnight at or before `older_than`: classified messages (first
+        added to `daily_counts`, which the reports read), their settled outbox rows, and processed-event ids.
+        Kept whatever their age: corrections and the messages they refer to (training data), messages whose
+        tag write is still pending or dead-lettered, and every aggregate. Batched; safe with replicas."""
+        cutoff = _midnight(older_than)
+        m, o, c = messages.c, outbox.c, corrections.c
+        unsettled = sa.select(o.message_id).where(o.message_id == m.id, o.status != DONE)
+        corrected = sa.select(c.message_id).where(c.message_id == m.id)
+        doomed = (sa.select(m.id, m.created_at, m.helpdesk, m.channel, m.lang, m.stage, m.sentiment, m.review)
+                  .where(m.created_at < cutoff, ~sa.exists(unsettled), ~sa.exists(corrected))
+                  .order_by(m.id).limit(batch))
+        removed = {"messages": 0, "outbox": 0, "events": 0}
+        last_id = 0
+        while True:
+            with self._tx() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(724012)"))
+                rows = conn.execute(doomed.where(m.id > last_id)).all()
+                if not rows:
+                    break
+                last_id = rows[-1].id
+                ids = [r.id for r in rows]
+                removed["messages"] += len(ids)
+                if dry_run:
+                    continue
+                self._add_daily(conn, rows)
+                removed["outbox"] += conn.execute(outbox.delete().where(o.message_id.in_(ids))).rowcount
+                conn.execute(messages.delete().where(m.id.in_(ids)))
+        if not dry_run:
+            with self._tx() as conn:
+                removed["events"] = conn.execute(processed_events.delete().where(
+                    processed_events.c.created_at < cutoff)).rowcount
+        return removed
+
+    @staticmethod
+    def _add_daily(conn: Connection, rows) -> None:
+        counts: Counter = Counter()
+        reviews: Counter = Counter()
+        for r in rows:
+            key = (r.created_at.astimezone(dt.UTC).date(), r.helpdesk, r.channel, r.lang, r.stage, r.sentiment)
+            counts[key] += 1
+            reviews[key] += bool(r.review)
+        d = daily_counts.c
+        for key, n in counts.items():
+            where = sa.and_(*(col == value for col, value in zip(
+                (d.day, d.helpdesk, d.channel, d.lang, d.stage, d.sentiment), key, strict=True)))
+            updated = conn.execute(daily_counts.update().where(where).values(
+                messages=d.messages + n, review=d.review + reviews[key])).rowcount
+            if not updated:
+                conn.execute(daily_counts.insert().values(
+                    day=key[0], helpdesk=key[1], channel=key[2], lang=key[3], stage=key[4], sentiment=key[5],
+                    messages=n, review=reviews[key]))
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table (for `tagger prune` and `tagger doctor`)."""
+        with self._tx(write=False) as conn:
+            return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                    for t in (messages, outbox, processed_events, corrections, daily_counts)}
 
     def list_corrections(self, *, since: dt.datetime | None = None, latest_only: bool = True) -> list[dict[str, Any]]:
         """Agent corrections, oldest first; with `latest_only` just the last one per classified message

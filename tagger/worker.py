@@ -62,6 +62,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tagger-write")
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._pruner: threading.Thread | None = None
         self._thread: threading.Thread | None = None
 
     # -- one round ---------------------------------------------------------------------------------------
@@ -212,7 +213,21 @@ class Worker:
         self._stop.clear()
         self._thread = threading.Thread(target=self.run_forever, name="tagger-worker", daemon=True)
         self._thread.start()
+        if self.settings.retention_days > 0:
+            self._pruner = threading.Thread(target=self.prune_forever, name="tagger-prune", daemon=True)
+            self._pruner.start()
         return self
+
+    def prune_forever(self) -> None:
+        """Retention: `Store.prune` of what is older than `retention_days`, at start and every
+        `prune_every_s`, until `stop()` (several workers may do it at once: the store serialises them)."""
+        while not self._stop.is_set():
+            cutoff = utcnow() - dt.timedelta(days=self.settings.retention_days)
+            removed = self._guard(self.store.prune, cutoff)
+            if removed and removed["messages"]:
+                log.info("retention: removed %(messages)d messages, %(outbox)d outbox rows, %(events)d event ids",
+                         removed)
+            self._stop.wait(self.settings.prune_every_s)
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Finish the writes in flight, then stop (rows not finished stay leased and are re-claimed later)."""
