@@ -4,7 +4,9 @@ from __future__ import annotations
 STAGES: tuple[str, ...] = ("lzmot", "zmot", "fmot", "smot", "umot")
 SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
 CHANNELS: tuple[str, ...] = ("ticket", "chat", "social")
-CORE_LANGS: tuple[str, ...] = ("en", "lv", "da", "zh", "it", "ru", "de", "es", "fr", "pt", "nl", "pl")
+# the 12 languages of shared/LABELS.md and the 10 added in issue 14 (2026-12)
+CORE_LANGS: tuple[str, ...] = ("en", "lv", "da", "zh", "it", "ru", "de", "es", "fr", "pt", "nl", "pl",
+                               "sv", "nb", "fi", "cs", "ro", "tr", "uk", "ar", "ja", "ko")
 TASKS: dict[str, tuple[str, ...]] = {"stage": STAGES, "sentiment": SENTIMENTS}
 
 DEFAULT_STAGE_PREFIX = "mot_"

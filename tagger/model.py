@@ -43,7 +43,7 @@ OFF_DOMAIN_MIN_LETTERS = 25
 LANG_PRIOR = 10.0
 # Languages langid tells apart that the corpus covers under a core language: its Chinese batches include
 # written Hong Kong Cantonese (training_data/README.md, decision 14). `lang` still says `yue`.
-TRAINED_VARIETIES = {"yue": "zh"}
+TRAINED_VARIETIES = {"yue": "zh", "nn": "nb"}  # Cantonese is read as Chinese, Nynorsk as Norwegian
 
 
 def build_featurizer(**params) -> Featurizer:

@@ -50,6 +50,8 @@ def test_metadata_metrics_are_reproducible(shipped_model, heldout_report):
     "Ĉu vi povas helpi min? Mia pakaĵo ne alvenis.",  # Esperanto: outside the core set
     "Мій замовлення досі не прийшло",                 # Ukrainian
     "注文した商品がまだ届きません",                     # Japanese
+    "طلبي لم يصل بعد \u200f!!",                       # Arabic, with a right-to-left mark
+    "Αγόρασα ένα κινητό και δεν λειτουργεί",          # Greek: outside the core set
     "a" * 50_000, ("Lorem ipsum dolor sit amet. " * 2000),
 ])
 def test_odd_input_gets_a_best_effort_label(shipped_model, text):
@@ -118,6 +120,17 @@ def test_batch_and_single_predictions_agree(shipped_model, corpus):
     ("Мой заказ до сих пор не пришёл, уже две недели", "ru"),
     ("Meine Bestellung ist immer noch nicht angekommen", "de"),
     ("Mi pedido todavía no ha llegado, ya van dos semanas", "es"),
+    ("Hej, jag har fortfarande inte fått mitt paket och ingen svarar på mina mejl.", "sv"),
+    ("Hei, jeg har fortsatt ikke fått pakken min, og ingen svarer på e-postene mine.", "nb"),
+    ("Hei, en ole vieläkään saanut pakettiani eikä kukaan vastaa sähköposteihini.", "fi"),
+    ("Dobrý den, stále jsem nedostal svůj balík a nikdo neodpovídá na moje e-maily.", "cs"),
+    ("Buna ziua, comanda mea nu a ajuns nici acum si nimeni nu raspunde la telefon", "ro"),
+    ("Merhaba, paketim hala gelmedi ve kimse e-postalarıma cevap vermiyor.", "tr"),
+    ("Добрий день, я досі не отримав свою посилку, і ніхто не відповідає на листи.", "uk"),
+    ("مرحبا، لم يصلني الطلب حتى الآن ولا أحد يرد على رسائلي", "ar"),
+    ("salam, el order bta3i lessa ma wasalsh w 3ayez a3raf fein", "ar"),
+    ("こんにちは、まだ荷物が届いていません。メールにも返事がありません。", "ja"),
+    ("안녕하세요, 주문한 상품이 아직 도착하지 않았고 아무도 답장을 안 해요.", "ko"),
 ])
 def test_language_is_detected(shipped_model, text, lang):
     assert shipped_model.predict(text).lang == lang
@@ -158,8 +171,11 @@ def test_review_tag_at_the_default_threshold_catches_mistakes(heldout_report):
     ("hi", "no content"), ("hello??", "no content"), ("你好，在吗？", "no content"), ("Hej!", "no content"),
     ("Кто-нибудь есть?", "no content"),
     ("Ĉu vi povas helpi min? Mia pakaĵo ne alvenis jam du semajnojn.", "outside the trained set"),
-    ("注文した商品がまだ届きません。どうなっていますか？", "outside the trained set"),
-    ("Hej, jag har fortfarande inte fått mitt paket och ingen svarar på mina mejl.", "outside the trained set"),
+    ("Jó napot, a csomagom még mindig nem érkezett meg, és senki sem válaszol.", "outside the trained set"),
+    ("Καλησπέρα, η παραγγελία μου δεν έχει φτάσει ακόμα και κανείς δεν απαντά.", "outside the trained set"),
+    ("שלום, ההזמנה שלי עדיין לא הגיעה ואף אחד לא עונה לי במייל.", "outside the trained set"),
+    ("Xin chào, đơn hàng của tôi vẫn chưa đến và không ai trả lời email.", "outside the trained set"),
+    ("नमस्ते, मेरा ऑर्डर अभी तक नहीं आया है और कोई जवाब नहीं दे रहा है।", "outside the trained set"),
     ("😡😡😡", "no letters"),
 ])
 def test_off_domain_input_gets_a_review_tag_with_its_reason(shipped_model, text, reason):
