@@ -160,3 +160,18 @@ def test_500_retryable_401_permanent(hd):
         with pytest.raises(HelpdeskError) as second:
             adapter(hd.url).write_tags(client, "11", ["mot_smot"], [])
     assert not first.value.permanent and second.value.permanent and second.value.status == 401
+
+
+def test_customer_text_quoting_a_placeholder_is_classified():
+    """Issue 11.3: "{{" inside a customer's words is text; a field that is wholly a placeholder is not."""
+    text = "<div>Your invoice e-mail shows {{customer.first_name}} instead of my name</div>"
+    msg = adapter().parse({**REPLY, "latest_public_comment": text}, {})
+    assert msg is not None and msg.text == text
+    unrendered = adapter().parse({**CREATED, "description": "{{ticket.description}}"}, {})
+    assert unrendered is None
+
+
+def test_the_feedback_widget_is_a_ticket_not_a_chat():
+    assert adapter().parse({**REPLY, "source": "Feedback Widget"}, {}).channel == "ticket"
+    assert adapter().parse({**REPLY, "source": "9"}, {}).channel == "ticket"
+    assert adapter().parse({**REPLY, "source": "Chat"}, {}).channel == "chat"

@@ -206,3 +206,24 @@ def test_connection_refused_is_retryable():
     with FakeHelpdesk().client() as client, pytest.raises(HelpdeskError) as err:
         adapter(url).write_tags(client, "7", ["mot_smot"], [])
     assert err.value.status is None and not err.value.permanent
+
+
+def test_customer_text_quoting_a_placeholder_is_classified():
+    """Issue 11.3: only a field that is wholly an unrendered placeholder is a configuration error."""
+    text = "Your invoice e-mail shows {{customer.first_name}} instead of my name"
+    msg = adapter().parse({**PAYLOAD, "message": text}, {})
+    assert msg is not None and msg.text == text
+    assert adapter().parse({**PAYLOAD, "message": "{{ticket.latest_public_comment_html}}"}, {}) is None
+    assert adapter().parse({**PAYLOAD, "message": " {{ ticket.latest_public_comment | strip }} "}, {}) is None
+
+
+def test_event_subscription_webhooks_are_refused_naming_the_event_type():
+    """An event-subscription webhook's body (developer.zendesk.com/api-reference/webhooks/event-types/
+    webhook-event-types/) is not the trigger body: refused with the type and the fix."""
+    event = {"account_id": 10001, "detail": {"id": "35436", "subject": "Help"}, "event": {"comment": {"body": "x"}},
+             "id": "cbe4028c", "subject": "zen:ticket:35436", "time": "2021-03-25T05:09:27Z",
+             "type": "zen:event-type:ticket.comment_added", "zendesk_event_version": "2022-11-06"}
+    with pytest.raises(WebhookError) as err:
+        adapter().parse(event, {})
+    assert err.value.status == 422 and "zen:event-type:ticket.comment_added" in err.value.reason
+    assert "trigger" in err.value.reason

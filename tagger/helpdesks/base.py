@@ -291,9 +291,14 @@ def as_text(value: Any) -> str | None:
     return None
 
 
+_PLACEHOLDER = re.compile(r"\s*\{\{\s*[A-Za-z_][\w.\[\]-]*\s*(\|[^{}]*)?\}\}\s*")
+
+
 def is_unrendered(value: str) -> bool:
-    """True when a helpdesk placeholder (`{{ticket.id}}`) reached us unrendered: a misconfigured body."""
-    return "{{" in value and "}}" in value
+    """True when a field is wholly a helpdesk placeholder that reached us unrendered (`{{ticket.id}}`,
+    `{{ticket.title | upcase}}`): a misconfigured body. Text that merely contains braces, such as a
+    customer quoting a broken template ("your e-mail shows {{customer.first_name}}"), is text."""
+    return bool(_PLACEHOLDER.fullmatch(value))
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")

@@ -65,6 +65,9 @@ from tagger.helpdesks.base import (
 
 #: `source` codes of the Tickets API (https://developers.freshdesk.com/api/#tickets) -> our channels.
 SOURCE_CODES = {"1": "ticket", "2": "ticket", "3": "ticket", "7": "chat", "9": "ticket", "10": "ticket"}
+#: `{{ticket.source}}` renders the source's name; the feedback widget is a web form, not a chat.
+SOURCE_NAMES = {"feedback widget": "ticket", "portal": "ticket", "email": "ticket", "phone": "ticket",
+                "outbound email": "ticket"}
 
 
 def _usable(value: Any) -> str:
@@ -116,7 +119,7 @@ class FreshdeskAdapter(BaseAdapter):
         if not text.strip():
             return None
         source = _usable(payload.get("source")).strip()
-        channel = SOURCE_CODES.get(source) or channel_from(source)
+        channel = SOURCE_CODES.get(source) or SOURCE_NAMES.get(source.lower()) or channel_from(source)
         url = _usable(payload.get("url")) or f"{self.base_url}/a/tickets/{ticket_id}"
         return Message(
             helpdesk=self.name, ticket_id=ticket_id, text=text,
@@ -146,7 +149,8 @@ class FreshdeskAdapter(BaseAdapter):
             source = as_text(ticket.get("source")) or ""
             messages.append(history_message(
                 self.name, ticket_id, text, subject=as_text(ticket.get("subject")) or "",
-                channel=SOURCE_CODES.get(source) or channel_from(source), tags=split_tags(ticket.get("tags")),
+                channel=SOURCE_CODES.get(source) or SOURCE_NAMES.get(source.lower()) or channel_from(source),
+                tags=split_tags(ticket.get("tags")),
                 url=f"{self.base_url}/a/tickets/{ticket_id}", updated=as_text(ticket.get("updated_at")) or ""))
         if 'rel="next"' not in response.headers.get("link", "").replace("rel=next", 'rel="next"'):
             return TicketPage(messages, None, skipped)

@@ -122,6 +122,12 @@ class ZendeskAdapter(BaseAdapter):
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         if not isinstance(payload, Mapping):
             raise WebhookError(422, "payload must be a JSON object (see docs/helpdesks.md for the trigger body)")
+        kind = as_text(payload.get("type")) or ""
+        if kind.startswith("zen:event-type:") or ("zendesk_event_version" in payload and "ticket_id" not in payload):
+            # an event-subscription webhook (https://developer.zendesk.com/api-reference/webhooks/event-types/
+            # webhook-event-types/): its body is Zendesk's, not the trigger body the adapter reads
+            raise WebhookError(422, f"Zendesk event-subscription webhooks are not supported (event type {kind[:80]!r}): "
+                                    "connect the webhook to a trigger with the JSON body of docs/helpdesks.md")
         ticket_id = ticket_id_from(payload.get("ticket_id"), "ticket_id")
         if "message" not in payload:
             raise WebhookError(422, "missing field message")
