@@ -305,10 +305,9 @@ class _WriteBack:
     """Queues a backfilled ticket's tags in the outbox, where that is safe (see `backfill_helpdesk`)."""
 
     def __init__(self, store, settings, adapter, tagger):
-        from tagger.labels import tags_for
-        from tagger.service import own_tags
+        from tagger.ingest import own_tags
 
-        self.store, self.adapter, self.tags_for = store, adapter, tags_for
+        self.store, self.adapter = store, adapter
         self.settings = settings
         self.own = own_tags(settings)
         self.version = str(tagger.metadata.get("version", "unversioned"))
@@ -320,14 +319,16 @@ class _WriteBack:
             return "kept"
         if self.store.last_message(message.helpdesk, message.ticket_id) is not None:
             return "kept"                     # the live service (or an earlier run) has classified it already
-        s = self.settings
-        add = self.tags_for(prediction.stage, prediction.sentiment, prediction.review,
-                            stage_prefix=s.stage_tag_prefix, sentiment_prefix=s.sentiment_tag_prefix)
+        from tagger.ingest import write_plan
+
+        # the same write rule as the webhook path (a ticket nobody classified has no agent-owned labels)
+        add, remove = write_plan(prediction.stage, prediction.sentiment, prediction.review, self.settings, {})
         try:
             self.store.record_classification(
                 helpdesk=message.helpdesk, ticket_id=message.ticket_id, event_id=message.event_id,
                 text_hash=text_hash(message.full_text), prediction=labels, channel=message.channel,
-                model_version=self.version, add=add, remove=sorted(self.own - set(add)), ticket_url=message.url)
+                model_version=self.version, add=add, remove=remove, ticket_url=message.url,
+                text=message.full_text)
         except DuplicateEvent:
             return "kept"
         return "queued"

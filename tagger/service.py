@@ -3,17 +3,19 @@ tagger.dashboard). Run it with `tagger serve`.
 
     app = create_app(Settings.load())          # uvicorn tagger.service:app-factory style
 
-A webhook is answered as soon as its message, its event id and its outbox row are committed; the tags
-are written later by the worker (`tagger.worker`). Answers, always JSON with a `status` and, for
+The rules of a delivery (duplicates, agents' corrections, unchanged text, classification) are the ingest
+use case's (`tagger.ingest`); this module reads, verifies and parses the request and maps the outcome to an
+answer. A webhook is answered as soon as its message, its event id and its outbox row are committed; the
+tags are written later by the worker (`tagger.worker`). Answers, always JSON with a `status` and, for
 anything but success, a `reason`:
 
 | status | when |
 |---|---|
-| 202 `tagged` | classified and queued for write-back; the labels are in the answer |
+| 202 `tagged` | classified and queued for write-back; the labels are in the answer (with `correction` when the delivery also showed an agent's correction, and `agent_labels`: the labels agents own on this ticket, which we leave alone) |
 | 200 `duplicate` | this (helpdesk, event id) was processed before (helpdesk retries are safe) |
 | 200 `ignored` | a known event that carries nothing to classify (the adapter's `parse` returned None) |
 | 200 `unchanged` | the text is the one we classified last for this ticket, e.g. our own tag update |
-| 200 `correction` | same text, but an agent replaced one of our tags: recorded as training feedback |
+| 200 `correction` | same text, but an agent replaced one of our tags: recorded as training feedback; that label is the agent's from now on |
 | 400 | the body is not UTF-8 or not JSON |
 | 401 | the signature check failed (only when the helpdesk signs and `TAGGER_<NAME>_SECRET` is set) |
 | 404 | no such helpdesk |
@@ -37,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import prometheus_client as prom
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -47,34 +50,18 @@ from starlette.routing import Route
 
 from tagger.access import allowed, parse_proxies
 from tagger.config import Settings
-from tagger.errors import TaggerError, WebhookError
+from tagger.errors import ConfigError, HelpdeskError, TaggerError, WebhookError
 from tagger.helpdesks.base import Adapter, Message
-from tagger.labels import (
-    CHANNELS,
-    SENTIMENTS,
-    STAGES,
-    labels_from_tags,
-    review_tag,
-    sentiment_tag,
-    stage_tag,
-    tags_for,
-)
+from tagger.ingest import TAGGED, Outcome, ingest, own_tags
 from tagger.registry import ACTIVE_FILE
 from tagger.sanitize import install_log_redaction, no_nul, web_url
-from tagger.store import DuplicateEvent, Store, StoreError, text_hash
+from tagger.store import Store, StoreError
 from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker, load_adapters
 
 log = logging.getLogger("tagger.service")
 
 JSON_TYPES = ("application/json",)
 _TEXT_FIELDS = ("ticket_id", "text", "event_id", "channel", "subject", "event_type", "tags", "author", "lang")
-
-
-def own_tags(settings: Settings) -> set[str]:
-    """Every tag this tool manages under the configured prefixes."""
-    return ({stage_tag(s, settings.stage_tag_prefix) for s in STAGES}
-            | {sentiment_tag(s, settings.sentiment_tag_prefix) for s in SENTIMENTS}
-            | {review_tag(settings.stage_tag_prefix)})
 
 
 # -- the model, hot-swappable --------------------------------------------------------------------------------
@@ -224,6 +211,8 @@ class Service:
         self.metrics = Metrics(store, models)
         self.worker = worker
         self.own_tags = own_tags(settings)
+        # reads that a webhook needs from the helpdesk (a ticket's tags, for payloads that carry none)
+        self.api_client = httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False)
 
     # async part: routing, limits, reading the body ----------------------------------------------------------
     async def webhook(self, request: Request) -> Response:
@@ -286,18 +275,37 @@ class Service:
         if message is None:
             self.metrics.skipped.labels(name, "ignored").inc()
             return 200, {"status": "ignored", "reason": f"{name} event carries nothing to classify"}
+        read_tags = None
+        if not getattr(adapter, "payload_has_tags", True):
+            def read_tags() -> tuple[str, ...]:
+                try:
+                    return tuple(adapter.read_tags(self.api_client, message.ticket_id))
+                except (HelpdeskError, ConfigError) as exc:  # no tags to compare: no correction seen this time
+                    log.warning("%s ticket %s: could not read its tags: %s", name, message.ticket_id, exc)
+                    return tuple(message.tags)
         try:
-            if self.store.is_processed(name, message.event_id):
-                return self._duplicate(message)
-            text = message.full_text
-            digest = text_hash(text)
-            last = self.store.last_message(name, message.ticket_id)
-            if last is not None and last["text_hash"] == digest:
-                return self._same_text(message, last, text)
-            return self._classify(message, text, digest)
+            outcome = ingest(self.store, self.models.get(), message, self.settings, read_tags=read_tags,
+                             on_queued=self.worker.notify if self.worker is not None else None)
         except StoreError as exc:
             log.error("database unavailable: %s", exc)
             raise _error(503, "database unavailable; retry later") from None
+        return self._answer(message, outcome)
+
+    def _answer(self, message: Message, outcome: Outcome) -> tuple[int, dict[str, Any]]:
+        """The HTTP answer of an ingest outcome, and its metrics."""
+        name = message.helpdesk
+        if outcome.classify_seconds is not None:
+            self.metrics.classify_seconds.observe(outcome.classify_seconds)
+        if outcome.correction is not None:
+            self.metrics.corrections.labels(name).inc()
+            c = outcome.correction
+            log.info("correction on %s ticket %s: %s/%s -> %s/%s", name, message.ticket_id, c["old"]["stage"],
+                     c["old"]["sentiment"], c["new"]["stage"], c["new"]["sentiment"])
+        if outcome.status == TAGGED:
+            self.metrics.tagged.labels(name).inc()
+            return 202, outcome.body
+        self.metrics.skipped.labels(name, outcome.status).inc()
+        return 200, outcome.body
 
     def _parse(self, adapter: Adapter, payload: Any, headers: Mapping[str, str]) -> Message | None:
         try:
@@ -323,83 +331,6 @@ class Service:
         # we show to agents must be a web link (no `javascript:`, no control characters)
         return dataclasses.replace(message, **{f: no_nul(getattr(message, f)) for f in _TEXT_FIELDS},
                                    url=web_url(message.url))
-
-    def _duplicate(self, message: Message) -> tuple[int, dict[str, Any]]:
-        self.metrics.skipped.labels(message.helpdesk, "duplicate").inc()
-        return 200, {"status": "duplicate", "reason": f"event {message.event_id} was processed before"}
-
-    def _unchanged(self, message: Message, last: dict[str, Any], reason: str) -> tuple[int, dict[str, Any]]:
-        if not self.store.record_event(message.helpdesk, message.event_id, "unchanged"):
-            return self._duplicate(message)
-        self.metrics.skipped.labels(message.helpdesk, "unchanged").inc()
-        return 200, {"status": "unchanged", "reason": reason, "message_id": last["id"],
-                     "stage": last["stage"], "sentiment": last["sentiment"]}
-
-    def _same_text(self, message: Message, last: dict[str, Any], text: str) -> tuple[int, dict[str, Any]]:
-        """Loop prevention and corrections: the text is what we classified last, so only tags changed."""
-        s = self.settings
-        ticket_stage, ticket_sentiment = labels_from_tags(set(message.tags), stage_prefix=s.stage_tag_prefix,
-                                                          sentiment_prefix=s.sentiment_tag_prefix)
-        differs = ((ticket_stage is not None and ticket_stage != last["stage"])
-                   or (ticket_sentiment is not None and ticket_sentiment != last["sentiment"]))
-        if not differs:
-            return self._unchanged(message, last, "text unchanged since it was classified (e.g. our own tag "
-                                                  "update); nothing to do")
-        if last["write_status"] != "done":
-            return self._unchanged(message, last, "our tags are not written yet, so the ticket's tags are "
-                                                  "not a correction")
-        new_stage, new_sentiment = ticket_stage or last["stage"], ticket_sentiment or last["sentiment"]
-        if (new_stage, new_sentiment) in self.store.labels_written_before(message.helpdesk, message.ticket_id,
-                                                                          last["id"]):
-            return self._unchanged(message, last, "the ticket still shows an earlier classification (stale "
-                                                  "event), not a correction")
-        previous = self.store.last_correction(last["id"])
-        if previous and (previous["new_stage"], previous["new_sentiment"]) == (new_stage, new_sentiment):
-            return self._unchanged(message, last, "this correction was recorded before")
-        try:
-            correction_id = self.store.record_correction(message=last, event_id=message.event_id,
-                                                         new_stage=new_stage, new_sentiment=new_sentiment,
-                                                         text=text)
-        except DuplicateEvent:
-            return self._duplicate(message)
-        self.metrics.corrections.labels(message.helpdesk).inc()
-        self.metrics.skipped.labels(message.helpdesk, "correction").inc()
-        log.info("correction on %s ticket %s: %s/%s -> %s/%s", message.helpdesk, message.ticket_id,
-                 last["stage"], last["sentiment"], new_stage, new_sentiment)
-        return 200, {"status": "correction", "correction_id": correction_id, "message_id": last["id"],
-                     "old": {"stage": last["stage"], "sentiment": last["sentiment"]},
-                     "new": {"stage": new_stage, "sentiment": new_sentiment}}
-
-    def _classify(self, message: Message, text: str, digest: str) -> tuple[int, dict[str, Any]]:
-        s = self.settings
-        tagger = self.models.get()
-        channel = message.channel if message.channel in CHANNELS else "ticket"
-        started = time.perf_counter()
-        prediction = tagger.predict(text, channel=channel)
-        self.metrics.classify_seconds.observe(time.perf_counter() - started)
-        labels = prediction.to_dict()
-        if labels.get("lang") in (None, "", "und") and message.lang:
-            labels["lang"] = message.lang
-        add = tags_for(prediction.stage, prediction.sentiment, prediction.review,
-                       stage_prefix=s.stage_tag_prefix, sentiment_prefix=s.sentiment_tag_prefix)
-        remove = sorted(self.own_tags - set(add))
-        version = str(tagger.metadata.get("version", "unversioned"))
-        try:
-            recorded = self.store.record_classification(
-                helpdesk=message.helpdesk, ticket_id=message.ticket_id, event_id=message.event_id,
-                text_hash=digest, prediction=labels, channel=channel, model_version=version, add=add,
-                remove=remove, ticket_url=message.url)
-        except DuplicateEvent:  # a concurrent delivery of the same event won the race
-            return self._duplicate(message)
-        if self.worker is not None:
-            self.worker.notify()
-        self.metrics.tagged.labels(message.helpdesk).inc()
-        return 202, {"status": "tagged", "message_id": recorded.message_id, "outbox_id": recorded.outbox_id,
-                     "ticket_id": message.ticket_id, "stage": prediction.stage,
-                     "stage_confidence": prediction.stage_confidence, "sentiment": prediction.sentiment,
-                     "sentiment_confidence": prediction.sentiment_confidence, "lang": labels["lang"],
-                     "confidence": prediction.confidence, "review": prediction.review,
-                     "review_reason": prediction.review_reason, "tags": add, "model_version": version}
 
     # health and metrics -------------------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:

@@ -99,6 +99,7 @@ messages = sa.Table(
     sa.Column("model_version", sa.String(100), nullable=False),
     sa.Column("ticket_url", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("text", sa.Text),  # the latest message of a ticket only (what an agent's correction refers to)
     sa.Index("ix_messages_ticket", "helpdesk", "ticket_id", "id"),
     sa.Index("ix_messages_created", "created_at"),
     sa.Index("ix_messages_labels", "stage", "sentiment", "created_at"),
@@ -311,7 +312,7 @@ class Store:
     def record_classification(self, *, helpdesk: str, ticket_id: str, event_id: str, text_hash: str,
                               prediction: dict[str, Any], channel: str, model_version: str,
                               add: Sequence[str], remove: Sequence[str], ticket_url: str | None = None,
-                              now: dt.datetime | None = None) -> Recorded:
+                              now: dt.datetime | None = None, text: str | None = None) -> Recorded:
         """Store a classified message, its processed-event id and its outbox row in one transaction.
 
         Older pending rows of the same ticket that no worker holds are superseded (marked done): the new
@@ -320,8 +321,8 @@ class Store:
         """
         now = now or utcnow()
         # PostgreSQL cannot store NUL in text (every retry would fail); links must be web links
-        helpdesk, ticket_id, event_id, channel, add, remove, prediction = no_nul(
-            (helpdesk, ticket_id, event_id, channel, list(add), list(remove), prediction))
+        helpdesk, ticket_id, event_id, channel, add, remove, prediction, text = no_nul(
+            (helpdesk, ticket_id, event_id, channel, list(add), list(remove), prediction, text))
         ticket_url = web_url(ticket_url)
         try:
             with self._tx() as conn:
@@ -333,8 +334,12 @@ class Store:
                     stage_confidence=float(prediction["stage_confidence"]),
                     sentiment_confidence=float(prediction["sentiment_confidence"]),
                     lang=prediction.get("lang") or "und", channel=channel, review=bool(prediction["review"]),
-                    tags=list(add), model_version=model_version, ticket_url=ticket_url, created_at=now,
+                    tags=list(add), model_version=model_version, ticket_url=ticket_url, created_at=now, text=text,
                 ).returning(messages.c.id)).scalar_one()
+                if text is not None:  # only the latest message of a ticket keeps its text
+                    conn.execute(messages.update().where(
+                        messages.c.helpdesk == helpdesk, messages.c.ticket_id == ticket_id,
+                        messages.c.id < message_id, messages.c.text.is_not(None)).values(text=None))
                 outbox_id = conn.execute(outbox.insert().values(
                     message_id=message_id, helpdesk=helpdesk, ticket_id=ticket_id, add_tags=list(add),
                     remove_tags=list(remove), status=PENDING, attempts=0, next_attempt_at=now,
@@ -377,6 +382,13 @@ class Store:
                 messages.c.helpdesk == helpdesk, messages.c.ticket_id == ticket_id,
                 messages.c.id < before_message_id).distinct()).all()
         return {(r.stage, r.sentiment) for r in rows}
+
+    def ticket_corrections(self, helpdesk: str, ticket_id: str) -> list[dict[str, Any]]:
+        """Every correction recorded on a ticket, oldest first (which labels the agents own)."""
+        helpdesk, ticket_id = no_nul((helpdesk, ticket_id))
+        with self._tx(write=False) as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(corrections).where(
+                corrections.c.helpdesk == helpdesk, corrections.c.ticket_id == ticket_id).order_by(corrections.c.id))]
 
     def last_correction(self, message_id: int) -> dict[str, Any] | None:
         with self._tx(write=False) as conn:

@@ -12,6 +12,17 @@ An adapter knows three things about its helpdesk and nothing else:
 - optional, for `tagger backfill --helpdesk NAME`: `list_tickets(client, cursor, since)` returns one `TicketPage`
   of the helpdesk's ticket history (oldest change first where the API allows) and the opaque cursor of the next
   page; the cursor is what a resumed backfill starts from.
+- optional, for agents' corrections: `read_tags(client, ticket_id)` returns the ticket's current tags (labels)
+  from the API. Adapters whose webhook payload does not carry the ticket's tags set `payload_has_tags = False`;
+  the service then reads them before deciding whether an agent changed ours.
+- optional, for `tagger setup` / `tagger doctor` and start-up: `prepare(client)` makes sure the helpdesk can
+  show and keep our tags (creates Chatwoot labels, Zammad tags...), idempotently, and returns the `SetupStep`s
+  it took; it raises `ConfigError` with the exact fix when it cannot. `check(client)` proves the API is
+  reachable and the credentials work and says whether our labels exist, without changing anything.
+  `setup(client, webhook_url)` does `prepare`, then creates (or finds) the webhook pointing at `webhook_url`
+  with a fresh secret, and the trigger that fires it, where the API allows; where it does not, it returns
+  `SetupStep("manual", ...)` steps that say exactly what to click and paste. A step that carries a secret the
+  admin must configure says so in `env` (`{"TAGGER_ZENDESK_SECRET": "..."}`).
 
 Adapters get their API base URL and credentials from the environment (`TAGGER_<NAME>_URL`,
 `TAGGER_<NAME>_TOKEN`, `TAGGER_<NAME>_SECRET`, ...), documented in each module and in the README.
@@ -65,6 +76,18 @@ class TicketPage:
     messages: list[Message]
     next_cursor: str | None
     skipped: int = 0
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """One thing `prepare`/`check`/`setup` did or found: `action` is `created`, `exists`, `updated`, `ok`,
+    `missing` or `manual`; `what` names it ("label mot_smot", "webhook https://.../webhooks/zammad"); `detail`
+    says more (for `manual`: exactly what to click and paste); `env` holds settings the admin must set."""
+
+    action: str
+    what: str
+    detail: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -419,6 +442,36 @@ class BaseAdapter:
         raise ConfigError(f"backfill from the {self.name} API is not supported yet: export the tickets as JSONL "
                           "or CSV and run `tagger backfill EXPORT -o OUT`")
 
+    #: whether the webhook payload carries the ticket's current tags; False: `read_tags` is asked instead
+    payload_has_tags: ClassVar[bool] = True
+
+    def read_tags(self, client: httpx.Client, ticket_id: str) -> tuple[str, ...]:
+        """The ticket's current tags, read from the API (for corrections when the payload has none)."""
+        raise ConfigError(f"reading a ticket's tags from the {self.name} API is not supported")
+
+    def own_tag_names(self) -> list[str]:
+        """Every tag this tool may write, under the configured prefixes (what `prepare` must make exist)."""
+        from tagger.labels import SENTIMENTS, STAGES, review_tag, sentiment_tag, stage_tag
+
+        return ([stage_tag(s, self.stage_prefix) for s in STAGES] + [sentiment_tag(s, self.sentiment_prefix)
+                                                                     for s in SENTIMENTS]
+                + [review_tag(self.stage_prefix)])
+
+    def prepare(self, client: httpx.Client) -> list[SetupStep]:
+        """Make the helpdesk able to show and keep our tags (idempotent). Nothing is needed by default."""
+        return []
+
+    def check(self, client: httpx.Client) -> list[SetupStep]:
+        """Reachable, authorised, labels present: read-only. Adapters override with a cheap authenticated call."""
+        return [SetupStep("manual", f"{self.name} API", "no read-only check implemented for this helpdesk")]
+
+    def setup(self, client: httpx.Client, webhook_url: str) -> list[SetupStep]:
+        """`prepare`, then the webhook and its trigger where the API allows; else what to do by hand."""
+        return [*self.prepare(client),
+                SetupStep("manual", f"webhook {webhook_url}",
+                          f"create the webhook by hand as docs/helpdesks.md ({self.name}) describes, pointing at "
+                          f"{webhook_url}")]
+
     def _send(self, client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         """One API call; transport failures and error statuses become `HelpdeskError` (retry decided there)."""
         try:
@@ -444,7 +497,7 @@ def quote_id(ticket_id: str) -> str:
     return quote(str(ticket_id), safe="")
 
 
-__all__ = ["Adapter", "Message", "TicketPage", "HelpdeskError", "WebhookError", "hmac_hex", "constant_time_equal",
+__all__ = ["SetupStep", "Adapter", "Message", "TicketPage", "HelpdeskError", "WebhookError", "hmac_hex", "constant_time_equal",
            "raise_for_response", "parse_retry_after", "require", "BaseAdapter", "get_header", "hmac_digest",
            "hmac_b64", "check_timestamp", "basic_auth_credentials", "shared_token_ok", "stable_event_id",
            "get_in", "as_text", "history_message", "iso_utc", "is_unrendered", "ticket_id_from", "split_tags", "channel_from", "quote_id",
