@@ -85,10 +85,35 @@ def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -
         app = create_app(settings, extra_adapters=tuple(adapters), run_worker=not no_worker)
     except TaggerError as exc:
         _fail(exc)
+    _prepare_helpdesks(app.state.service.adapters, settings)
     click.echo(f"tagger serving on http://{settings.host}:{settings.port} "
                f"(model {app.state.service.models.version}, worker {'off' if no_worker else 'on'})", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, timeout_graceful_shutdown=10,
                 server_header=False)
+
+
+def _prepare_helpdesks(adapters, settings: Settings) -> None:
+    """At start-up, make each helpdesk able to show our tags (Chatwoot labels, Zammad tags), or refuse to start
+    with the fix. A helpdesk that cannot be reached now is only warned about: the webhooks still work, and
+    `tagger setup` or the next start creates what is missing."""
+    import httpx
+
+    from tagger.errors import HelpdeskError
+
+    with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
+        for name, adapter in sorted(adapters.items()):
+            prepare = getattr(adapter, "prepare", None)
+            if prepare is None:
+                continue
+            try:
+                for step in prepare(client):
+                    if step.action == "created":
+                        click.echo(f"{name}: created {step.what}", err=True)
+            except HelpdeskError as exc:
+                click.echo(f"warning: {name}: could not check its labels now ({exc}); run `tagger setup {name}`",
+                           err=True)
+            except TaggerError as exc:
+                raise click.ClickException(f"{name}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------- worker
@@ -323,7 +348,123 @@ def db_upgrade(ctx, db_url) -> None:
     click.echo(f"schema at revision {after}" + (f" (was {before})" if before != after else " (no change)"))
 
 
+# ------------------------------------------------------------------------------------------ setup, doctor
+def _print_steps(helpdesk: str, steps) -> dict[str, str]:
+    from tagger.sanitize import printable
+
+    env: dict[str, str] = {}
+    for step in steps:
+        line = f"{helpdesk:<16}{step.action:<9}{printable(step.what)}"
+        click.echo(line + (f"\n{'':<25}{printable(step.detail)}" if step.detail else ""))
+        env.update(step.env)
+    return env
+
+
+def _webhook_url(name: str, url: str) -> str:
+    from tagger.sanitize import web_url
+
+    if not web_url(url):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
+    url = url.rstrip("/")
+    return url if url.endswith(f"/webhooks/{name}") else f"{url}/webhooks/{name}"
+
+
+@click.command()
+@click.argument("helpdesk")
+@click.option("--url", "public_url", required=True, metavar="URL",
+              help="Where the helpdesk reaches this service: its base URL (https://tagger.example.com) or the "
+                   "full webhook URL; /webhooks/HELPDESK is added when missing.")
+@click.pass_context
+def setup(ctx, helpdesk, public_url) -> None:
+    """Set HELPDESK up for tagging, in one command (idempotent: run it again at any time).
+
+    Checks the credentials (TAGGER_<HELPDESK>_*), creates the labels/tags the helpdesk needs to show ours,
+    and creates the webhook (and the trigger that fires it) pointing at --url with a fresh secret where the
+    helpdesk's API allows it. Where it does not, it prints exactly what to click and paste. A secret it
+    creates is printed once, as the setting to add to the service's environment.
+
+    \b
+    Examples:
+      tagger setup zammad --url https://tagger.example.com
+      tagger setup zendesk --url https://tagger.example.com/webhooks/zendesk
+    """
+    import httpx
+
+    from tagger.errors import HelpdeskError
+    from tagger.helpdesks import get_adapter
+
+    settings = _settings(ctx)
+    try:
+        adapter = get_adapter(helpdesk, settings=settings)
+        url = _webhook_url(adapter.name, public_url)
+        with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
+            steps = [*adapter.check(client), *adapter.setup(client, url)]
+    except (TaggerError, HelpdeskError) as exc:
+        _fail(exc)
+    env = _print_steps(adapter.name, steps)
+    if env:
+        click.echo("\nadd to the service's environment (shown once; keep it secret):")
+        for key, value in env.items():
+            click.echo(f"  {key}={value}")
+    manual = sum(step.action == "manual" for step in steps)
+    click.echo(f"\n{adapter.name}: set up" + (f"; {manual} step(s) to do by hand (above)" if manual else ""))
+
+
+@click.command()
+@db_option
+@adapter_option
+@click.pass_context
+def doctor(ctx, db_url, adapters) -> None:
+    """Per configured helpdesk: reachable, authorised, labels present, last webhook seen, outbox state.
+    Exit status 1 when something needs attention.
+
+    \b
+    Example:
+      tagger doctor
+    """
+    import datetime as dt
+
+    import httpx
+
+    from tagger.errors import HelpdeskError
+    from tagger.worker import load_adapters
+
+    settings = _settings(ctx, db_url=db_url)
+    loaded, errors = load_adapters(adapters, settings=settings)
+    try:
+        store = _store(settings)
+        activity = store.helpdesk_activity()
+        store.close()
+    except TaggerError as exc:
+        _fail(exc)
+    problems = 0
+    now = dt.datetime.now(dt.UTC)
+    with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
+        for name, adapter in sorted(loaded.items()):
+            try:
+                steps = adapter.check(client)
+            except (TaggerError, HelpdeskError) as exc:
+                from tagger.helpdesks.base import SetupStep
+
+                steps = [SetupStep("failed", f"{name} API", str(exc))]
+            problems += sum(step.action in ("failed", "missing") for step in steps)
+            _print_steps(name, steps)
+            seen = activity.get(name, {})
+            last = seen.get("last_event")
+            ago = f"{(now - last).total_seconds() / 3600:.1f} h ago ({last:%Y-%m-%d %H:%M} UTC)" if last else "never"
+            click.echo(f"{name:<16}{'webhook':<9}last seen {ago}")
+            click.echo(f"{name:<16}{'outbox':<9}pending {seen.get('pending', 0)}, dead {seen.get('dead', 0)}, "
+                       f"written {seen.get('done', 0)}" + ("  <- `tagger outbox --status dead`" if seen.get("dead")
+                                                           else ""))
+            problems += bool(seen.get("dead"))
+    for name, reason in sorted(errors.items()):
+        click.echo(f"{name:<16}{'off':<9}not configured: {reason}")
+    if not loaded:
+        click.echo("no helpdesk configured: set TAGGER_<HELPDESK>_* (docs/helpdesks.md), then `tagger setup`")
+    ctx.exit(1 if problems else 0)
+
+
 def register(cli: click.Group) -> None:
-    """Add serve, worker, outbox, feedback, prune and db to the main `tagger` group."""
-    for command in (serve, worker, outbox, feedback, prune, db):
+    """Add serve, worker, outbox, feedback, prune, db, setup and doctor to the main `tagger` group."""
+    for command in (serve, worker, outbox, feedback, prune, db, setup, doctor):
         cli.add_command(command)
