@@ -7,7 +7,9 @@ import json
 import sys
 
 NAMES = {"en": "English", "lv": "Latvian", "da": "Danish", "zh": "Chinese", "it": "Italian", "ru": "Russian",
-         "de": "German", "es": "Spanish", "fr": "French", "pt": "Portuguese", "nl": "Dutch", "pl": "Polish"}
+         "de": "German", "es": "Spanish", "fr": "French", "pt": "Portuguese", "nl": "Dutch", "pl": "Polish",
+         "sv": "Swedish", "nb": "Norwegian", "fi": "Finnish", "cs": "Czech", "ro": "Romanian", "tr": "Turkish",
+         "uk": "Ukrainian", "ar": "Arabic", "ja": "Japanese", "ko": "Korean"}
 SOURCES = {"vader_tweets": "tweets", "vader_amazon": "Amazon review snippets", "vader_movie": "movie review snippets",
            "vader_nyt": "NYT editorial snippets", "all": "**all**"}
 

@@ -458,8 +458,9 @@ def report(settings: Settings, period, until, helpdesk, channel, lang, as_json, 
 @click.argument("source", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="JSONL file to write.")
 @click.option("--helpdesk", metavar="NAME",
-              help="Page through this helpdesk's ticket API instead of reading SOURCE (zendesk, freshdesk, "
-                   "helpscout, djangohelpdesk; credentials from TAGGER_<NAME>_* as for `tagger serve`).")
+              help="Page through this helpdesk's ticket API instead of reading SOURCE (every built-in helpdesk "
+                   "with a listing API: zendesk, freshdesk, helpscout, djangohelpdesk, zammad, chatwoot, "
+                   "liveagent; credentials from TAGGER_<NAME>_* as for `tagger serve`).")
 @click.option("--since", metavar="DATE", help="With --helpdesk: only tickets changed since DATE (2024-01-31 or "
                                                "ISO 8601, UTC); default: the whole history.")
 @click.option("--write-back", is_flag=True,
