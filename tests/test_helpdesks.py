@@ -234,8 +234,8 @@ def mutations(example: dict) -> st.SearchStrategy:
 def check_parse(adapter, payload, headers):
     try:
         result = adapter.parse(payload, headers)
-    except WebhookError as exc:
-        assert 400 <= exc.status < 500 and exc.reason
+    except WebhookError as exc:  # a 4xx refusal, or a 2xx "ignored, because ..." (not a customer's message)
+        assert (400 <= exc.status < 500 or 200 <= exc.status < 300) and exc.reason
         return
     if result is not None:
         assert isinstance(result, Message) and result.helpdesk == adapter.name
@@ -321,4 +321,5 @@ def test_headers_from_starlette_work_like_dicts():
     raw = [(k.lower().encode(), v.encode()) for k, v in sign(body).items()]
     adapter = get_adapter("zendesk", {**ENV, "TAGGER_ZENDESK_SECRET": SECRET})
     adapter.verify(Headers(raw=raw), body, NOW)
-    assert adapter.parse(ZENDESK, Headers(raw=raw)).event_id == "zendesk:8350205582"
+    via_starlette = adapter.parse(ZENDESK, Headers(raw=raw)).event_id
+    assert via_starlette == adapter.parse(ZENDESK, sign(body)).event_id and via_starlette.startswith("zendesk:")
