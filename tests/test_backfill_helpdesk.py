@@ -6,7 +6,9 @@ Each helpdesk is a real HTTP server on 127.0.0.1 that serves its documented list
 - Zendesk, cursor-based Incremental Ticket Export:
   https://developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/
   (`/api/v2/incremental/tickets/cursor.json`, `start_time` then `cursor`, `after_cursor`, `end_of_stream`,
-  10 requests a minute: 429 with Retry-After);
+  10 requests a minute: 429 with Retry-After), then each ticket's comments with their authors side-loaded,
+  https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_comments/ (`GET
+  /api/v2/tickets/{id}/comments?include=users`, `meta.has_more`; every end user's comment is classified);
 - Freshdesk, List All Tickets: https://developers.freshdesk.com/api/#list_all_tickets (`updated_since`,
   `order_by`, `order_type`, `per_page` up to 100, `page` up to 300, `include=description`, `link: <...>;
   rel="next"`);
@@ -32,7 +34,7 @@ from tagger.backfill import backfill_helpdesk
 from tagger.cli import cli
 from tagger.config import Settings
 from tagger.errors import ConfigError, TaggerError
-from tagger.helpdesks import FreshdeskAdapter, HelpScoutAdapter, ZammadAdapter, ZendeskAdapter
+from tagger.helpdesks import FreshdeskAdapter, GenericAdapter, HelpScoutAdapter, ZendeskAdapter
 from tagger.store import Store, outbox
 from tagger.worker import Worker
 
@@ -126,11 +128,33 @@ def zendesk_tickets(n: int) -> list[dict[str, Any]]:
     return tickets
 
 
+ZENDESK_AGENT_REPLY = "Thanks for writing, we are looking into it."
+
+
+def zendesk_customer_text(i: int) -> str:
+    """What the customer (end user) wrote on ticket i: every fifth ticket has a second customer comment."""
+    first = TEXTS[i % len(TEXTS)]
+    return f"{first}\n\n{TEXTS[(i + 3) % len(TEXTS)]}" if i % 5 == 0 else first
+
+
+def zendesk_comments(i: int) -> dict[str, Any]:
+    """List Comments of ticket i with `include=users`: the customer's comments and an agent's reply between."""
+    customer, agent = {"id": 10_000 + i, "role": "end-user"}, {"id": 7, "role": "agent"}
+    texts = zendesk_customer_text(i).split("\n\n")
+    comments = [{"id": i * 10, "author_id": customer["id"], "plain_body": texts[0], "public": True},
+                {"id": i * 10 + 1, "author_id": agent["id"], "plain_body": ZENDESK_AGENT_REPLY, "public": True}]
+    comments += [{"id": i * 10 + 2, "author_id": customer["id"], "plain_body": t, "public": True} for t in texts[1:]]
+    return {"comments": comments, "users": [customer, agent], "meta": {"has_more": False, "after_cursor": None}}
+
+
 def zendesk_route(tickets, *, page_size=100, throttle_once=True, tags=None):
     """The export's first request has `start_time`, the rest `cursor`; the second request is throttled."""
     state = {"calls": 0}
 
     def route(method, path, query, headers, body):
+        if method == "GET" and path.startswith("/api/v2/tickets/") and path.endswith("/comments"):
+            assert query == {"include": "users", "page[size]": "100"}, query
+            return 200, {}, zendesk_comments(int(path.split("/")[4]))
         if method == "PUT" and path.startswith("/api/v2/tickets/") and path.endswith("/tags"):
             ticket = path.split("/")[4]
             tags.setdefault(ticket, ["vip"])
@@ -169,6 +193,8 @@ def test_zendesk_history_is_paged_by_cursor_and_classified_in_order(serve, tmp_p
     assert counts == {"tickets": len(kept), "skipped": len(tickets) - len(kept), "pages": 3, "queued": 0,
                       "kept": 0}
     assert slept == [7.0]                                     # the 429's Retry-After, honoured once
+    assert all(ZENDESK_AGENT_REPLY not in r["text"] for r in rows)  # an agent's words are never classified
+    assert sum("\n\n" in r["text"] for r in rows) == sum(t["id"] % 5 == 0 for t in kept)  # nor only the first
     calls = api.gets("/api/v2/incremental/tickets/cursor.json")
     assert calls[0] == {"start_time": "0", "exclude_deleted": "true"}
     assert [c.get("cursor") for c in calls[2:]] == ["100", "200"]
@@ -176,8 +202,10 @@ def test_zendesk_history_is_paged_by_cursor_and_classified_in_order(serve, tmp_p
     assert base64.b64decode(auth.split()[1]).decode() == "admin@example.com/token:tok123"
     for row, ticket in zip(rows[::37], kept[::37], strict=True):
         channel = "chat" if ticket["via"]["channel"] == "chat" else "ticket"
-        want = _expected(shipped_model, ticket["subject"], ticket["description"], channel)
-        assert (row["stage"], row["sentiment"], row["channel"]) == (want.stage, want.sentiment, channel)
+        text = zendesk_customer_text(ticket["id"])
+        want = _expected(shipped_model, ticket["subject"], text, channel)
+        assert (row["stage"], row["sentiment"], row["channel"], row["text"]) == (want.stage, want.sentiment,
+                                                                               channel, text)
         assert row["url"] == f"{api.url}/agent/tickets/{ticket['id']}" and row["tags"] == want.tags
 
 
@@ -212,9 +240,9 @@ def test_an_interrupted_backfill_resumes_without_loss_or_repeats(serve, tmp_path
             backfill_helpdesk(zendesk_adapter(api.url), out, MODEL, client=client)
         with pytest.raises(TaggerError, match="another backfill"):
             backfill_helpdesk(zendesk_adapter(api.url), out, MODEL, client=client, resume=True, since=5)
-        requests_before = len(api.requests)
+        exports_before = len(api.gets("/api/v2/incremental/tickets/cursor.json"))
         counts = backfill_helpdesk(zendesk_adapter(api.url), out, MODEL, client=client, resume=True)
-        resumed = api.gets("/api/v2/incremental/tickets/cursor.json")[-(len(api.requests) - requests_before):]
+        resumed = api.gets("/api/v2/incremental/tickets/cursor.json")[exports_before:]
     assert out.read_bytes() == whole.read_bytes()
     assert resumed[0] == {"cursor": "200", "exclude_deleted": "true"}     # from the page after the last one
     assert counts["pages"] == 5 and counts["tickets"] == len(_read(whole))
@@ -377,6 +405,16 @@ def test_cli_backfills_from_a_helpdesk_and_explains_misuse(serve, tmp_path, monk
 
 
 def test_a_helpdesk_without_a_listing_says_what_to_do_instead():
-    adapter = ZammadAdapter(base_url="http://127.0.0.1:9", token="t")
+    adapter = GenericAdapter(writeback_url="http://127.0.0.1:9/tickets/{ticket_id}/tags")
     with local_client() as client, pytest.raises(ConfigError, match="export the tickets"):
         adapter.list_tickets(client, None, None)
+
+
+def test_every_built_in_helpdesk_with_a_ticket_api_can_be_backfilled():
+    """Issue 11.6: Zammad, Chatwoot and LiveAgent joined Zendesk, Freshdesk, Help Scout and django-helpdesk;
+    only the generic adapter (no API of ours to list) has no listing."""
+    from tagger.helpdesks import ADAPTERS
+    from tagger.helpdesks.base import BaseAdapter
+
+    listing = {name for name, cls in ADAPTERS.items() if cls.list_tickets is not BaseAdapter.list_tickets}
+    assert listing == set(ADAPTERS) - {"generic"}
