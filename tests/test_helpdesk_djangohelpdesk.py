@@ -6,7 +6,12 @@ helpdesk/views/api.py `TicketViewSet`: GET/PATCH /api/tickets/{id}/) and docs/we
 django-helpdesk/django-helpdesk. The three payloads in helpdesk_payloads/djangohelpdesk_*.json were captured from a
 real django-helpdesk 2.6.1: a ticket created through the REST API, an agent's follow-up through the REST API, and
 a customer's e-mail reply fed through `helpdesk.email.extract_email_metadata`. The whole loop against a running
-django-helpdesk is tests/test_e2e_djangohelpdesk.py.
+django-helpdesk is tests/test_e2e_djangohelpdesk.py. Authorship of follow-ups: helpdesk/update_ticket.py (`f.user`
+is set only for staff), helpdesk/email.py (a follow-up made from an e-mail carries its `message_id`),
+management/commands/escalate_tickets.py and views/public.py (public follow-ups without a user that django-helpdesk
+writes itself). The set-up check reads DRF's metadata, `OPTIONS /api/tickets/` (rest_framework/metadata.py
+SimpleMetadata: `actions.POST` with every writable field and a choice field's `choices`;
+https://www.django-rest-framework.org/api-guide/metadata/).
 """
 from __future__ import annotations
 
@@ -41,6 +46,10 @@ TICKET = {**EMAIL_REPLY["ticket"], "custom_mot_stage": "smot", "custom_mot_senti
 @pytest.fixture
 def hd():
     with FakeHelpdesk() as server:
+        # DRF answers OPTIONS with its metadata; the shared fake routes GET/POST/PUT/DELETE/PATCH, so this
+        # server's handler (its own class) routes OPTIONS the same way
+        handler = server._server.RequestHandlerClass
+        handler.do_OPTIONS = handler._handle
         yield server
 
 
@@ -102,6 +111,37 @@ def test_parse_agent_followup_repeats_the_last_customer_text_with_the_labels_of_
     later["ticket"]["followup_set"].append({**AGENT_FOLLOWUP["ticket"]["followup_set"][1], "id": 6})
     later["followup_id"] = 6
     assert adapter().parse(later, {}).text == REPLY_TEXT        # the newest customer text is still the reply
+
+
+def with_followup(payload: dict, **followup) -> dict:
+    """`payload` after one more follow-up (the newest), the webhook django-helpdesk sends for it."""
+    data = copy.deepcopy(payload)
+    data["ticket"]["followup_set"].append({**EMAIL_REPLY["ticket"]["followup_set"][-1], "id": 9, **followup})
+    data["followup_id"] = 9
+    return data
+
+
+@pytest.mark.parametrize("followup", [
+    # views/public.py: the submitter accepts the resolution; django-helpdesk writes the text (user None, public)
+    {"user": None, "public": True, "message_id": None, "new_status": 4,
+     "title": "Ticket Closed", "comment": "Submitter accepted resolution and closed ticket"},
+    # management/commands/escalate_tickets.py: public, no user
+    {"user": None, "public": True, "message_id": None, "title": "Ticket Escalated",
+     "comment": "Ticket escalated after 3 days"},
+    # an agent's private comment and an agent's public reply (staff follow-ups carry the user)
+    {"user": 1, "public": False, "message_id": None, "comment": "internal: refund approved"},
+    {"user": 1, "public": True, "message_id": None, "comment": "We refunded you."},
+])
+def test_only_a_customers_email_follow_up_is_classified(followup):
+    """Issue 11.2: django-helpdesk's own follow-ups and agents' follow-ups never become the customer's text; the
+    webhook repeats the customer's last words (so the service answers `unchanged` or records a correction)."""
+    msg = adapter().parse(with_followup(EMAIL_REPLY, **followup), {})
+    assert msg.text == REPLY_TEXT and msg.meta["customer_reply"] is False and msg.meta["followup_id"] == "9"
+
+
+def test_an_email_follow_up_is_the_customers_message():
+    msg = adapter().parse(with_followup(EMAIL_REPLY, comment="Kur ir mana nauda?", message_id="<r-2@example.lv>"), {})
+    assert msg.text == "Kur ir mana nauda?" and msg.meta["customer_reply"] is True
 
 
 def test_parse_reads_labels_in_either_form_and_ignores_other_values():
@@ -226,3 +266,80 @@ def test_errors_map_to_retry_or_permanent(hd):
     with hd.client() as client, pytest.raises(HelpdeskError) as bad:
         adapter(hd.url + "/helpdesk").write_tags(client, "3", ["mot_zmot"], [])
     assert bad.value.permanent and bad.value.status == 400
+
+
+# -- read_tags, prepare, check, setup -------------------------------------------------------------------------
+
+META = {"name": "Ticket List", "renders": ["application/json"], "parses": ["application/json"], "actions": {"POST": {
+    "id": {"type": "integer", "required": False, "read_only": True, "label": "ID"},
+    "title": {"type": "string", "required": True, "read_only": False, "label": "Title", "max_length": 200},
+    "custom_mot_stage": {"type": "choice", "required": False, "read_only": False, "label": "MOT stage",
+                         "choices": [{"value": "", "display_name": "---------"}] + [
+                             {"value": v, "display_name": v} for v in ("lzmot", "zmot", "fmot", "smot", "umot")]},
+    "custom_mot_sentiment": {"type": "choice", "required": False, "read_only": False, "label": "MOT sentiment",
+                             "choices": [{"value": v, "display_name": v} for v in ("positive", "neutral", "negative")]},
+    "custom_mot_review": {"type": "boolean", "required": False, "read_only": False, "label": "MOT review"}}}}
+API = "/helpdesk/api/tickets/"
+
+
+def test_read_tags_reads_the_custom_fields(hd):
+    hd.route("GET", PATH, json=TICKET)
+    with hd.client() as client:
+        assert adapter(hd.url + "/helpdesk").read_tags(client, "3") == ("mot_smot", "sentiment_negative")
+    assert hd.calls() == [("GET", PATH)]
+
+
+def test_check_reads_the_fields_from_drf_metadata(hd):
+    hd.route("OPTIONS", API, json=META)
+    with hd.client() as client:
+        steps = adapter(hd.url + "/helpdesk").check(client)
+    assert hd.calls() == [("OPTIONS", API)]
+    assert hd.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"tagger:pw").decode()
+    assert [(s.action, s.what) for s in steps] == [("ok", "django-helpdesk API"), ("exists", "custom field mot_stage"),
+                                                   ("exists", "custom field mot_sentiment"),
+                                                   ("exists", "custom field mot_review")]
+
+
+def test_check_reports_missing_fields_and_a_list_without_our_labels(hd):
+    fields = {k: v for k, v in META["actions"]["POST"].items() if k not in ("custom_mot_sentiment", "custom_mot_review")}
+    fields["custom_mot_stage"] = {**fields["custom_mot_stage"], "choices": [{"value": "zmot", "display_name": "z"}]}
+    hd.route("OPTIONS", API, json={**META, "actions": {"POST": fields}})
+    with hd.client() as client:
+        steps = adapter(hd.url + "/helpdesk").check(client)
+    detail = {s.what: (s.action, s.detail) for s in steps}
+    assert detail["custom field mot_stage"] == ("missing", "its list lacks lzmot, fmot, smot, umot")
+    assert detail["custom field mot_sentiment"] == ("missing", "required")
+    assert detail["custom field mot_review"][0] == "missing" and "optional" in detail["custom field mot_review"][1]
+
+
+def test_a_non_staff_user_is_told_why(hd):
+    hd.route("OPTIONS", API, status=403, json={"detail": "You do not have permission to perform this action."})
+    with hd.client() as client, pytest.raises(HelpdeskError) as err:
+        adapter(hd.url + "/helpdesk").check(client)
+    assert err.value.permanent and err.value.status == 403 and "staff" in str(err.value)
+
+
+def test_prepare_refuses_with_the_fix_when_a_required_field_is_missing(hd):
+    """The REST API cannot create custom fields (Django admin models): say exactly what to add."""
+    fields = {k: v for k, v in META["actions"]["POST"].items() if k != "custom_mot_stage"}
+    hd.route("OPTIONS", API, json={**META, "actions": {"POST": fields}})
+    with hd.client() as client, pytest.raises(ConfigError) as err:
+        adapter(hd.url + "/helpdesk").prepare(client)
+    assert "mot_stage" in str(err.value) and "Custom fields" in str(err.value) and "lzmot" in str(err.value)
+    assert {m for m, _ in hd.calls()} == {"OPTIONS"}
+
+
+def test_setup_returns_the_settings_to_paste_with_a_fresh_token(hd):
+    hd.route("OPTIONS", API, json=META)
+    a = DjangoHelpdeskAdapter(base_url=hd.url + "/helpdesk", user="tagger", password="pw")   # no token yet
+    with hd.client() as client:
+        steps = a.setup(client, "https://tagger.example.com/webhooks/djangohelpdesk")
+    manual = steps[-1]
+    token = manual.env["TAGGER_DJANGOHELPDESK_SECRET"]
+    assert manual.action == "manual" and [s.action for s in steps[:-1]] == ["exists"] * 3
+    assert f'TAGGER_WEBHOOK = "https://tagger.example.com/webhooks/djangohelpdesk?token={token}"' in manual.detail
+    assert "def HELPDESK_GET_FOLLOWUP_WEBHOOK_URLS():" in manual.detail
+    assert "HELPDESK_GET_NEW_TICKET_WEBHOOK_URLS" in manual.detail
+    with hd.client() as client:
+        configured = adapter(hd.url + "/helpdesk").setup(client, "https://t/webhooks/djangohelpdesk")
+    assert not configured[-1].env and SECRET not in configured[-1].detail

@@ -24,9 +24,20 @@ Contract followed (django-helpdesk 2.6, read in the installed package and in dja
   applied to the date of each ticket's newest follow-up.
 
 What is classified: on ticket creation, title + description; on a follow-up, the newest customer message, i.e.
-the newest public follow-up without a user (an e-mail reply) after the opening one, else the description. A
-follow-up by an agent therefore repeats the text we classified last, which the service answers as `unchanged`
-(our own labels) or records as a `correction` (an agent changed `mot_stage` / `mot_sentiment`).
+the newest follow-up made from a customer's e-mail after the opening one, else the description. The author fields
+of a follow-up (helpdesk/update_ticket.py, helpdesk/email.py) are `user` -- set only when a staff member wrote it --,
+`public` and `message_id` -- the Message-ID of the e-mail it was made from. So a customer's message is a public
+follow-up without a user and with a `message_id`; other follow-ups without a user are django-helpdesk's own text
+("Ticket escalated after 3 days" from escalate_tickets, "Submitter accepted resolution and closed ticket" from the
+public view) and are never classified. A follow-up by an agent (or such a system one) therefore repeats the text we
+classified last, which the service answers as `unchanged` (our own labels) or records as a `correction` (an agent
+changed `mot_stage` / `mot_sentiment`).
+
+Set-up: custom fields cannot be created through the REST API (they are Django admin models), so `prepare` and
+`check` only read which exist: DRF's metadata answer to `OPTIONS /api/tickets/` (SimpleMetadata: `actions.POST`
+lists every writable field, `custom_<name>` included, with a list field's `choices`; staff only, like the rest of
+the API). A missing stage or sentiment field makes `prepare` raise `ConfigError` with the fix; `setup` then returns
+the settings to paste (`SetupStep("manual", ...)`), since django-helpdesk's webhooks are Django settings.
 
 Webhook authentication: django-helpdesk cannot sign or add headers, so the shared token goes into the webhook URL:
 `https://<tagger>/webhooks/djangohelpdesk?token=<secret>`.
@@ -42,6 +53,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -51,6 +63,7 @@ from tagger.errors import ConfigError, HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    SetupStep,
     TicketPage,
     as_text,
     get_in,
@@ -248,6 +261,89 @@ class DjangoHelpdeskAdapter(BaseAdapter):
                         what, self.review_key[len("custom_"):])
         return wanted
 
+    def read_tags(self, client: httpx.Client, ticket_id: str) -> tuple[str, ...]:
+        """Our labels as tags, from the ticket's custom fields (`GET /api/tickets/{id}/`)."""
+        what = f"get django-helpdesk ticket {ticket_id}"
+        ticket = self._json(self._send(client, "GET", self.api_url(f"/api/tickets/{quote_id(ticket_id)}/"), what,
+                                       headers=self._auth), what)
+        return self._tags(ticket) if isinstance(ticket, Mapping) else ()
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _fields(self, client: httpx.Client) -> dict[str, Any] | None:
+        """The ticket fields the API accepts (DRF metadata of `OPTIONS /api/tickets/`), None if not offered."""
+        what = "django-helpdesk OPTIONS /api/tickets/"
+        try:
+            data = self._json(self._send(client, "OPTIONS", self.api_url("/api/tickets/"), what,
+                                         headers=self._auth), what)
+        except HelpdeskError as exc:
+            if exc.status in (401, 403):
+                raise HelpdeskError(f"{exc}: TAGGER_DJANGOHELPDESK_USER must be a staff user (is_staff) whose "
+                                    "password is TAGGER_DJANGOHELPDESK_PASSWORD; the REST API is for staff only",
+                                    status=exc.status, permanent=True) from exc
+            raise
+        fields = get_in(data, "actions", "POST")
+        return dict(fields) if isinstance(fields, Mapping) else None
+
+    def _field_steps(self, fields: Mapping[str, Any]) -> tuple[list[SetupStep], list[str]]:
+        """One step per custom field of ours, and the required ones that are missing or cannot hold our labels."""
+        steps, bad = [], []
+        for key, allowed, required in ((self.stage_key, STAGES, True), (self.sentiment_key, SENTIMENTS, True),
+                                       (self.review_key, (), False)):
+            name = key[len("custom_"):]
+            info = fields.get(key)
+            if not isinstance(info, Mapping):
+                steps.append(SetupStep("missing", f"custom field {name}",
+                                       "required" if required else "optional: unsure guesses are not flagged"))
+                if required:
+                    bad.append(name)
+                continue
+            offered = {as_text(c.get("value")) for c in info.get("choices") or [] if isinstance(c, Mapping)}
+            lacking = [label for label in allowed if info.get("choices") is not None and label not in offered]
+            if lacking:
+                steps.append(SetupStep("missing", f"custom field {name}", f"its list lacks {', '.join(lacking)}"))
+                bad.append(name)
+            else:
+                steps.append(SetupStep("exists", f"custom field {name}", f"type {info.get('type', '?')}"))
+        return steps, bad
+
+    def prepare(self, client: httpx.Client) -> list[SetupStep]:
+        """The custom fields must exist (the REST API cannot create them): what exists, or ConfigError with the fix."""
+        fields = self._fields(client)
+        if fields is None:
+            return [SetupStep("manual", "custom fields", "django-helpdesk did not list the ticket fields (DRF "
+                              "metadata off?); check them in the Django admin as docs/helpdesks.md says")]
+        steps, bad = self._field_steps(fields)
+        if bad:
+            stage, sentiment, review = (k[len("custom_"):] for k in (self.stage_key, self.sentiment_key,
+                                                                       self.review_key))
+            raise ConfigError(f"django-helpdesk custom field(s) {', '.join(bad)} missing or incomplete: Django admin "
+                              f"> Helpdesk > Custom fields > Add: {stage} (List: {', '.join(STAGES)}), {sentiment} "
+                              f"(List: {', '.join(SENTIMENTS)}), {review} (Boolean, optional); tick Staff only "
+                              "(docs/helpdesks.md)")
+        return steps
+
+    def check(self, client: httpx.Client) -> list[SetupStep]:
+        """Read-only (`OPTIONS /api/tickets/`, staff only): authorised, and which of our custom fields exist."""
+        fields = self._fields(client)
+        ok = SetupStep("ok", "django-helpdesk API", f"{self.base_url}/api/tickets/ reachable, staff user authorised")
+        if fields is None:
+            return [ok, SetupStep("manual", "custom fields", "not listed by the API (DRF metadata off?); check them "
+                                  "in the Django admin")]
+        return [ok, *self._field_steps(fields)[0]]
+
+    def setup(self, client: httpx.Client, webhook_url: str) -> list[SetupStep]:
+        """`prepare`, then the Django settings that send the webhooks (django-helpdesk has no API for them)."""
+        steps = self.prepare(client)
+        token = self.secret or secrets.token_urlsafe(32)
+        env = {} if self.secret else {"TAGGER_DJANGOHELPDESK_SECRET": token}
+        shown = token if not self.secret else "<the value of TAGGER_DJANGOHELPDESK_SECRET>"
+        settings = (f'TAGGER_WEBHOOK = "{webhook_url}?token={shown}"\n\n'
+                    "def HELPDESK_GET_NEW_TICKET_WEBHOOK_URLS():\n    return [TAGGER_WEBHOOK]\n\n"
+                    "def HELPDESK_GET_FOLLOWUP_WEBHOOK_URLS():\n    return [TAGGER_WEBHOOK]\n")
+        return [*steps, SetupStep("manual", f"webhook {webhook_url}",
+                                  "add to your Django project's settings.py, then restart django-helpdesk:\n"
+                                  + settings, env=env)]
+
 
 def _followups(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
     """(id, follow-up) pairs of `followup_set` in id order; entries without a usable id are left out."""
@@ -261,8 +357,11 @@ def _followups(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def _is_customer(followup: Mapping[str, Any]) -> bool:
-    """A customer's message: a public follow-up without a user (django-helpdesk's e-mail replies)."""
-    return followup.get("user") is None and followup.get("public") is True
+    """A customer's message: a public follow-up without a user that django-helpdesk made from a received e-mail
+    (it carries the e-mail's Message-ID). `user` is set only for staff; escalations and "Submitter accepted
+    resolution" are public, without a user and without a Message-ID: django-helpdesk's words, not the customer's."""
+    return (followup.get("user") is None and followup.get("public") is True
+            and bool((as_text(followup.get("message_id")) or "").strip()))
 
 
 def _customer_text(followups: list[tuple[str, Mapping[str, Any]]]) -> str | None:

@@ -16,6 +16,10 @@ This is the one contract MOT Tagger defines itself (there is no product document
   the receiver adds `add` and removes `remove` (only ever tags this tool owns) and must keep all other tags.
   `TAGGER_GENERIC_TOKEN`, when set, is sent as `Authorization: Bearer {token}`.
 
+- Set-up: the contract has no read-only endpoint (the write-back URL is the only one, and calling it changes tags),
+  so `check` validates the configuration without a request, and `setup` returns `SetupStep("manual", ...)`:
+  where to send the webhook, how to sign it, which fields, with a fresh secret when none is configured.
+
 Environment: TAGGER_GENERIC_WRITEBACK_URL, TAGGER_GENERIC_FIELDS, TAGGER_GENERIC_SECRET, optional
 TAGGER_GENERIC_TOKEN, TAGGER_GENERIC_WRITEBACK_METHOD, TAGGER_GENERIC_URL (base URL, used for nothing but display),
 TAGGER_GENERIC_CUSTOMER_ROLES (comma separated, default customer,end-user,end_user,contact,visitor,requester).
@@ -23,6 +27,7 @@ TAGGER_GENERIC_CUSTOMER_ROLES (comma separated, default customer,end-user,end_us
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -32,6 +37,7 @@ from tagger.errors import ConfigError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    SetupStep,
     as_text,
     channel_from,
     get_in,
@@ -162,6 +168,40 @@ class GenericAdapter(BaseAdapter):
                 "remove": [t for t in self.own_only(remove) if t not in add]}
         self._send(client, self.method, url, f"generic write-back for ticket {ticket_id}", json=body,
                    headers=self._auth)
+
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _field_map(self) -> str:
+        return ", ".join(f"{name} <- {_dotted(path)}" for name, path in self.fields.items()
+                         if name in ("ticket_id", "text", "author_role", "tags", "event_id"))
+
+    def check(self, client: httpx.Client) -> list[SetupStep]:
+        """No request: the generic contract has no read-only endpoint (a write-back call would change tags).
+        Reports what is configured and what is missing."""
+        steps = [SetupStep("ok", "generic configuration",
+                           f"write-back {self.method} {self.writeback_url}"
+                           + (" with a bearer token" if self._auth else " without a token")
+                           + f"; fields {self._field_map()}; not contacted (no read-only call in this contract)")]
+        if not self.secret:
+            steps.append(SetupStep("missing", "TAGGER_GENERIC_SECRET",
+                                   "deliveries are refused (401) until a secret is set (`tagger setup generic`)"))
+        return steps
+
+    def setup(self, client: httpx.Client, webhook_url: str) -> list[SetupStep]:
+        """What the sending system must do, exactly: the URL, the signature (or token) and the JSON fields."""
+        secret = self.secret or secrets.token_urlsafe(32)
+        env = {} if self.secret else {"TAGGER_GENERIC_SECRET": secret}
+        shown = secret if not self.secret else "<the value of TAGGER_GENERIC_SECRET>"
+        fields = {name: _dotted(path) for name, path in self.fields.items()}
+        detail = (f"have your system POST each new customer message as JSON to {webhook_url} with the headers "
+                  f"X-Tagger-Timestamp: <unix seconds> and X-Tagger-Signature: sha256=<hex HMAC-SHA256({shown}, "
+                  f"\"<timestamp>.\" + body)> (or, if it cannot sign, X-Tagger-Token: {shown}). The body must hold "
+                  f"these fields (TAGGER_GENERIC_FIELDS, path in the body): {json.dumps(fields)}; include the ticket's "
+                  "current tags (so an agent's change of ours is kept and recorded as a correction) and send only "
+                  "customers' messages, or author_role so the others are ignored. Your endpoint "
+                  f"{self.method} {self.writeback_url} receives {{\"ticket_id\", \"add\", \"remove\"}} and must keep "
+                  "every other tag (docs/helpdesks.md, Generic).")
+        return [*self.prepare(client), SetupStep("manual", f"webhook {webhook_url}", detail, env=env)]
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

@@ -5,8 +5,12 @@ Contract followed (documentation pages):
   `X-HelpScout-Signature` is `base64(HMAC-SHA1(secret, raw body))`; conversation events carry a Conversation
   object (https://developer.helpscout.com/webhooks/objects/conversation/; v2 bodies as in
   https://developer.helpscout.com/mailbox-api/endpoints/conversations/get/ with `_embedded.threads`, legacy
-  bodies with a `threads` list). No timestamp is signed; Help Scout sends no delivery id, so the event id is a
-  hash of conversation id, update time and the message.
+  bodies with a `threads` list). Only a thread whose `createdBy.type` is `customer` (and whose `type` is not a
+  note, line item or forward) is classified: an agent's reply, note or a conversation an agent started is ignored
+  with the reason. No timestamp is signed and Help Scout sends no delivery id; the event id is built from what the
+  signature covers only -- the body's conversation id and thread id (else its update time) and the text --, never
+  from the unsigned `X-HelpScout-Event` header, so a captured delivery re-posted under another event name is a
+  duplicate.
 - Tags: https://developer.helpscout.com/mailbox-api/endpoints/conversations/tags/update/ --
   `PUT /v2/conversations/{id}/tags` with `{"tags": [...]}` REPLACES the tag list ("any tags existing on the
   conversation that are not part of the payload will be removed"), so we `GET /v2/conversations/{id}` first
@@ -20,6 +24,16 @@ Contract followed (documentation pages):
   (`_embedded.conversations`, `page.number`, `page.totalPages`); with `embed=threads` each conversation carries
   the same `_embedded.threads` as a webhook, so the same customer thread is classified.
 - Link to a conversation: `https://secure.helpscout.net/conversation/{id}/{number}/` (Conversation object docs).
+- Check: Get Resource Owner, `GET /v2/users/me` (https://developer.helpscout.com/mailbox-api/endpoints/users/me/).
+  Tags need no set-up: Help Scout creates a tag the first time Update Tags names it (the Mailbox API has no
+  endpoint to create tags), so `prepare` has nothing to do.
+- Set-up: List Webhooks `GET /v2/webhooks` (https://developer.helpscout.com/mailbox-api/endpoints/webhooks/list/,
+  a HAL page; secrets are never returned), Create Webhook `POST /v2/webhooks` with `url`, `events`, `secret`
+  (40 characters at most), `payloadVersion` `V2` (https://developer.helpscout.com/mailbox-api/endpoints/webhooks/create/),
+  Update Webhook `PUT /v2/webhooks/{id}` with the same fields
+  (https://developer.helpscout.com/mailbox-api/endpoints/webhooks/update/). `setup` creates the webhook for the
+  URL with a fresh secret, or leaves an existing one alone when it already sends our events and a secret is
+  configured; otherwise it updates it (a new secret when none is configured, since the API cannot show the old).
 
 Environment: TAGGER_HELPSCOUT_URL (default https://api.helpscout.net), either TAGGER_HELPSCOUT_APP_ID +
 TAGGER_HELPSCOUT_APP_SECRET (preferred) or a ready TAGGER_HELPSCOUT_TOKEN, TAGGER_HELPSCOUT_SECRET (the webhook's
@@ -27,6 +41,7 @@ secret key, 40 characters at most).
 """
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -38,6 +53,7 @@ from tagger.errors import ConfigError, HelpdeskError, WebhookError
 from tagger.helpdesks.base import (
     BaseAdapter,
     Message,
+    SetupStep,
     TicketPage,
     as_text,
     channel_from,
@@ -57,19 +73,25 @@ SIGNATURE_HEADER = "X-HelpScout-Signature"
 EVENT_HEADER = "X-HelpScout-Event"
 #: Events about a customer writing; every other event (agent reply, note, status, tags...) is ignored.
 CUSTOMER_EVENTS = {"convo.created", "convo.customer.reply.created"}
+#: Thread types that never hold a customer's message, whoever created them.
+NOT_MESSAGES = {"note", "lineitem", "forwardparent", "forwardchild"}
+#: Help Scout webhook secrets are at most 40 characters: 30 random bytes are 40 URL-safe characters.
+SECRET_BYTES = 30
 UI_URL = "https://secure.helpscout.net"
 DEFAULT_API_URL = "https://api.helpscout.net"
 
 
 def _customer_thread(threads: Any) -> Mapping[str, Any] | None:
-    """The newest thread written by the customer (threads are newest first; `createdAt` decides if present)."""
+    """The newest thread written by the customer (threads are newest first; `createdAt` decides if present).
+    The author is the thread's `createdBy.type` (`customer` or `user`): a `customer`-type thread an agent
+    created on the customer's behalf is the agent's writing."""
     if not isinstance(threads, list):
         return None
     candidates = [
         t for t in threads
         if isinstance(t, Mapping)
         and as_text(get_in(t, "createdBy", "type")) == "customer"
-        and as_text(t.get("type")) not in ("note", "lineitem")
+        and as_text(t.get("type")) not in NOT_MESSAGES
         and as_text(t.get("body"))
     ]
     if not candidates:
@@ -116,35 +138,47 @@ class HelpScoutAdapter(BaseAdapter):
         if not event:
             raise WebhookError(422, f"missing {EVENT_HEADER} header")
         if event not in CUSTOMER_EVENTS:
-            return None
+            raise WebhookError(200, f"Help Scout event {event}: not a customer's message (the webhook needs only "
+                                    f"{' and '.join(sorted(CUSTOMER_EVENTS))})")
         if not isinstance(payload, Mapping):
             raise WebhookError(422, "payload must be a JSON object (a Help Scout Conversation)")
         ticket_id = ticket_id_from(payload.get("id"), "id")
-        threads = get_in(payload, "_embedded", "threads")
-        thread = _customer_thread(threads if threads is not None else payload.get("threads"))
-        if thread is not None:
-            text = as_text(thread.get("body")) or ""
-            thread_id = as_text(thread.get("id"))
-        elif as_text(get_in(payload, "createdBy", "type")) == "user" and event == "convo.created":
-            return None                       # an agent started the conversation: no customer words yet
-        else:
-            text = as_text(payload.get("preview")) or ""   # "a preview of the most recent thread"
-            thread_id = None
-        if not text.strip():
-            raise WebhookError(422, "no customer thread body (and no preview) in the conversation payload")
+        text, thread_id = self._customer_words(payload, event)
         number = as_text(payload.get("number"))
         updated = as_text(payload.get("userUpdatedAt")) or as_text(payload.get("modifiedAt")) or ""
         kind = as_text(payload.get("type")) or ""
         source = as_text(get_in(payload, "source", "type")) or ""
         channel = "social" if channel_from(source) == "social" else channel_from(kind)
+        # only signed fields: the body's ids (else its update time) and text -- not the X-HelpScout-Event header
+        anchor = thread_id if thread_id else f"preview@{updated}"
         return Message(
             helpdesk=self.name, ticket_id=ticket_id, text=text,
-            event_id=stable_event_id(self.name, ticket_id, event, updated, thread_id, text),
+            event_id=stable_event_id(self.name, ticket_id, anchor, text),
             channel=channel, subject=as_text(payload.get("subject")) or "", event_type=event,
             tags=split_tags(payload.get("tags")),
             url=f"{UI_URL}/conversation/{ticket_id}/{number}/" if number else f"{UI_URL}/conversation/{ticket_id}/",
-            meta={"thread_id": thread_id, "type": kind, "source": source, "from_preview": thread is None},
+            meta={"thread_id": thread_id, "type": kind, "source": source, "from_preview": thread_id is None},
         )
+
+    @staticmethod
+    def _customer_words(payload: Mapping[str, Any], event: str) -> tuple[str, str | None]:
+        """(text, thread id) of the newest thread the customer created. Without threads in the body, the
+        conversation's `preview` ("a preview of the most recent thread") is the customer's only when the event
+        says so: a customer reply, or a conversation the customer started."""
+        threads = get_in(payload, "_embedded", "threads")
+        threads = threads if threads is not None else payload.get("threads")
+        if isinstance(threads, list) and threads:
+            thread = _customer_thread(threads)
+            if thread is None:
+                raise WebhookError(200, "Help Scout conversation without a thread written by the customer "
+                                        "(agents' replies and notes are not classified)")
+            return as_text(thread.get("body")) or "", as_text(thread.get("id"))
+        if event == "convo.created" and as_text(get_in(payload, "createdBy", "type")) == "user":
+            raise WebhookError(200, "Help Scout conversation started by an agent: no customer words yet")
+        text = as_text(payload.get("preview")) or ""
+        if not text.strip():
+            raise WebhookError(422, "no customer thread body (and no preview) in the conversation payload")
+        return text, None
 
     # -- API --------------------------------------------------------------------------------------------
     def _bearer(self, client: httpx.Client, *, refresh: bool = False) -> dict[str, str]:
@@ -210,3 +244,80 @@ class HelpScoutAdapter(BaseAdapter):
             return
         self._call(client, "PUT", f"/v2/conversations/{quote_id(ticket_id)}/tags", f"update tags of {what}",
                    json={"tags": merged})
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def check(self, client: httpx.Client) -> list[SetupStep]:
+        """Get Resource Owner (`GET /v2/users/me`): proves the token (or app credentials) work."""
+        what = "help scout users/me"
+        user = self._json(self._call(client, "GET", "/v2/users/me", what), what)
+        who = as_text(get_in(user, "email")) or as_text(get_in(user, "id")) or "the token's user"
+        role = as_text(get_in(user, "role"))
+        return [SetupStep("ok", "helpscout API", f"{self.base_url} reachable, authorised as {who}"
+                          + (f" ({role})" if role else "") + "; tags are created by Help Scout when first set")]
+
+    def _webhooks(self, client: httpx.Client) -> list[Mapping[str, Any]]:
+        """Every webhook of the account (List Webhooks is a HAL page; a handful of pages at most)."""
+        found: list[Mapping[str, Any]] = []
+        for page in range(1, 21):
+            data = self._json(self._call(client, "GET", "/v2/webhooks", "list help scout webhooks",
+                                         params={"page": page}), "list help scout webhooks")
+            hooks = get_in(data, "_embedded", "webhooks") or []
+            found += [h for h in hooks if isinstance(h, Mapping)] if isinstance(hooks, list) else []
+            total = get_in(data, "page", "totalPages")
+            if not isinstance(total, int) or page >= total:
+                break
+        return found
+
+    def setup(self, client: httpx.Client, webhook_url: str) -> list[SetupStep]:
+        """`prepare` (nothing: tags need no set-up), then the webhook for `webhook_url` with our two events:
+        created with a fresh secret, left alone when it exists with our events and TAGGER_HELPSCOUT_SECRET is set,
+        else updated (Help Scout never shows a webhook's secret, so a missing one is replaced by a fresh one)."""
+        steps = [*self.prepare(client)]
+        events = sorted(CUSTOMER_EVENTS)
+        what = f"webhook {webhook_url}"
+        try:
+            existing = next((h for h in self._webhooks(client) if as_text(h.get("url")) == webhook_url), None)
+            if existing is None:
+                secret = secrets.token_urlsafe(SECRET_BYTES)
+                response = self._call(client, "POST", "/v2/webhooks", "create help scout webhook", json={
+                    "url": webhook_url, "events": events, "secret": secret, "payloadVersion": "V2",
+                    "notification": False, "label": "MOT Tagger"})
+                hook_id = response.headers.get("Resource-ID") or "(new)"
+                return [*steps, SetupStep("created", what, f"Help Scout webhook {hook_id} for {', '.join(events)}",
+                                          env={"TAGGER_HELPSCOUT_SECRET": secret})]
+            return [*steps, *self._keep_or_update(client, existing, webhook_url, events)]
+        except HelpdeskError as exc:
+            if exc.status != 403:
+                raise
+            return [*steps, SetupStep("manual", what, f"the API user may not manage webhooks ({exc}). In Help Scout: "
+                                      "Manage > Apps > Webhooks > Install; Callback URL " + webhook_url + "; Secret "
+                                      "Key = a random value of at most 40 characters, also set as "
+                                      "TAGGER_HELPSCOUT_SECRET; events Conversation Created and Customer Replied; "
+                                      "Payload Version V2; Save")]
+
+    def _keep_or_update(self, client: httpx.Client, hook: Mapping[str, Any], webhook_url: str,
+                        events: list[str]) -> list[SetupStep]:
+        hook_id = as_text(hook.get("id")) or ""
+        current = [e for e in hook.get("events") or [] if isinstance(e, str)]
+        enabled = as_text(hook.get("state")) in (None, "enabled")
+        complete = set(events) <= set(current) and hook.get("notification") is not True
+        what = f"webhook {webhook_url}"
+        steps: list[SetupStep] = []
+        if complete and self.secret:
+            steps.append(SetupStep("exists", what, f"Help Scout webhook {hook_id} already sends {', '.join(events)}; "
+                                   "its secret cannot be read back: if deliveries are refused (401), unset "
+                                   "TAGGER_HELPSCOUT_SECRET and run setup again for a new one"))
+        else:
+            secret = self.secret or secrets.token_urlsafe(SECRET_BYTES)
+            self._call(client, "PUT", f"/v2/webhooks/{quote_id(hook_id)}", f"update help scout webhook {hook_id}",
+                       json={"url": webhook_url, "events": sorted(set(current) | set(events)), "secret": secret,
+                             "payloadVersion": "V2", "notification": False,
+                             "label": as_text(hook.get("label")) or "MOT Tagger"})
+            steps.append(SetupStep("updated", what, f"Help Scout webhook {hook_id} now sends {', '.join(events)}"
+                                   + ("" if self.secret else " with a new secret"),
+                                   env={} if self.secret else {"TAGGER_HELPSCOUT_SECRET": secret}))
+        if not enabled:
+            steps.append(SetupStep("manual", what, f"Help Scout webhook {hook_id} is {hook.get('state')!r} (Help Scout "
+                                   "disables a webhook after failed deliveries): Manage > Apps > Webhooks > open it > "
+                                   "Enable, once the tagger is reachable"))
+        return steps
