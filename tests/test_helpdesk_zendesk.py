@@ -315,6 +315,27 @@ def test_the_service_answers_duplicate_to_a_replay_and_ignored_with_the_reason_t
     assert sum(r.method == "PUT" for r in hd.requests) == 1
 
 
+def test_the_service_classifies_customer_text_that_quotes_a_placeholder(hd, tmp_path, shipped_model):
+    """Issue 11.3 through `tagger serve` over HTTP (signed as the verifying page says): the delivery is tagged,
+    not `ignored`, and the tags are written to the fake Zendesk's tags endpoint."""
+    from tagger.config import Settings
+    from tagger.service import create_app
+    from tests.standin import LiveServer, local_client, wait_until
+
+    hd.route("PUT", "/api/v2/tickets/35436/tags", json={"tags": ["enterprise"]})
+    hd.route("DELETE", "/api/v2/tickets/35436/tags", json={"tags": ["enterprise"]})
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'p.db'}", outbox_base_delay_s=0.05, worker_poll_s=0.02)
+    app = create_app(settings, shipped_model, adapters={"zendesk": adapter(hd.url)},
+                     worker_options={"client": local_client(2.0)})
+    raw = json.dumps({**PAYLOAD, "message": "<p>Your invoice e-mail shows {{customer.first_name}} instead of "
+                                            "my name. Please fix it.</p>"}).encode()
+    with LiveServer(app) as server:
+        headers = {**sign(raw, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")), "Content-Type": "application/json"}
+        answer = server.client.post("/webhooks/zendesk", content=raw, headers=headers)
+        wait_until(lambda: any(r.method == "PUT" for r in hd.requests), timeout=10, what="the tag write")
+    assert answer.status_code == 202 and answer.json()["status"] == "tagged", answer.text
+
+
 # -- read_tags (Show Tags: https://developer.zendesk.com/api-reference/ticketing/ticket-management/tags/) ------
 
 def test_read_tags_gets_the_ticket_tags(hd):
