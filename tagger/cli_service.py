@@ -136,7 +136,8 @@ def worker(ctx, db_url, once, concurrency, adapters, log_level) -> None:
       tagger worker --db postgresql+psycopg://tagger@db/tagger --concurrency 16
       tagger worker --once
     """
-    from tagger.worker import Worker, load_adapters
+    from tagger.helpdesks import load_adapters
+    from tagger.worker import Worker
 
     settings = _settings(ctx, db_url=db_url)
     _logging(log_level)
@@ -427,7 +428,7 @@ def doctor(ctx, db_url, adapters) -> None:
     import httpx
 
     from tagger.errors import HelpdeskError
-    from tagger.worker import load_adapters
+    from tagger.helpdesks import load_adapters
 
     settings = _settings(ctx, db_url=db_url)
     loaded, errors = load_adapters(adapters, settings=settings)

@@ -51,12 +51,13 @@ from starlette.routing import Route
 from tagger.access import allowed, parse_proxies
 from tagger.config import Settings
 from tagger.errors import ConfigError, HelpdeskError, TaggerError, WebhookError
+from tagger.helpdesks import load_adapters
 from tagger.helpdesks.base import Adapter, Message
 from tagger.ingest import TAGGED, Outcome, ingest, own_tags
 from tagger.registry import ACTIVE_FILE
 from tagger.sanitize import install_log_redaction, no_nul, web_url
 from tagger.store import Store, StoreError
-from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker, load_adapters
+from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker
 
 log = logging.getLogger("tagger.service")
 

@@ -10,19 +10,17 @@ so no tag is lost. Runs as a thread inside `tagger serve` or alone as `tagger wo
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 
 from tagger.config import Settings
-from tagger.errors import ConfigError, HelpdeskError, TaggerError
+from tagger.errors import HelpdeskError, TaggerError
 from tagger.helpdesks.base import Adapter
 from tagger.store import OutboxItem, Store, StoreError, utcnow
 
@@ -256,47 +254,3 @@ def _describe(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-# -- adapters ------------------------------------------------------------------------------------------------
-def load_adapters(extra: Iterable[str] = (), env: Mapping[str, str] | None = None,
-                  settings: Settings | None = None) -> tuple[dict[str, Adapter], dict[str, str]]:
-    """The built-in helpdesk adapters plus custom ones given as `module:factory` (factory(env) -> Adapter).
-
-    Returns (adapters by name, configuration errors by name): an adapter that cannot be configured is
-    reported, not fatal, so the other helpdesks keep working.
-    """
-    env = os.environ if env is None else env
-    adapters: dict[str, Adapter] = {}
-    errors: dict[str, str] = {}
-    try:
-        from tagger import helpdesks
-
-        names = list(getattr(helpdesks, "ADAPTERS", {}))
-        get_adapter = getattr(helpdesks, "get_adapter", None)
-    except ImportError as exc:  # pragma: no cover - the package is part of the project
-        names, get_adapter = [], None
-        log.warning("built-in helpdesk adapters unavailable: %s", exc)
-    for name in names:
-        try:
-            adapters[name] = get_adapter(name, env, settings=settings)  # type: ignore[misc]
-        except TaggerError as exc:
-            errors[name] = str(exc)
-    for spec in extra:
-        adapter = load_adapter_spec(spec, env)
-        adapters[adapter.name] = adapter
-        errors.pop(adapter.name, None)
-    return adapters, errors
-
-
-def load_adapter_spec(spec: str, env: Mapping[str, str]) -> Adapter:
-    """`package.module:factory` -> the adapter `factory(env)` returns (a custom in-house helpdesk)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"adapter {spec!r}: expected MODULE:FACTORY, e.g. mycompany.helpdesk:make_adapter")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"adapter {spec!r}: {exc}") from exc
-    adapter = factory(env)
-    if not isinstance(adapter, Adapter):
-        raise ConfigError(f"adapter {spec!r}: {type(adapter).__name__} lacks verify/parse/write_tags/name")
-    return adapter

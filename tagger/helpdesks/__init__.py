@@ -6,11 +6,12 @@ docs/helpdesks.md.
 """
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tagger.errors import ConfigError
+from tagger.errors import ConfigError, TaggerError
 from tagger.helpdesks.base import Adapter, BaseAdapter, Message
 from tagger.helpdesks.chatwoot import ChatwootAdapter
 from tagger.helpdesks.djangohelpdesk import DjangoHelpdeskAdapter
@@ -60,6 +61,44 @@ def get_adapter(name: str, env: Mapping[str, str] = os.environ, *, settings: Set
     return cls.from_env(env, **_common(env, settings))
 
 
-__all__ = ["ADAPTERS", "Adapter", "Message", "get_adapter", "ChatwootAdapter", "DjangoHelpdeskAdapter",
+# -- loading the configured adapters ------------------------------------------------------------------------------------------------
+def load_adapters(extra: Iterable[str] = (), env: Mapping[str, str] | None = None,
+                  settings: Settings | None = None) -> tuple[dict[str, Adapter], dict[str, str]]:
+    """The built-in helpdesk adapters plus custom ones given as `module:factory` (factory(env) -> Adapter).
+
+    Returns (adapters by name, configuration errors by name): an adapter that cannot be configured is
+    reported, not fatal, so the other helpdesks keep working.
+    """
+    env = os.environ if env is None else env
+    adapters: dict[str, Adapter] = {}
+    errors: dict[str, str] = {}
+    for name in ADAPTERS:
+        try:
+            adapters[name] = get_adapter(name, env, settings=settings)
+        except TaggerError as exc:
+            errors[name] = str(exc)
+    for spec in extra:
+        adapter = load_adapter_spec(spec, env)
+        adapters[adapter.name] = adapter
+        errors.pop(adapter.name, None)
+    return adapters, errors
+
+
+def load_adapter_spec(spec: str, env: Mapping[str, str]) -> Adapter:
+    """`package.module:factory` -> the adapter `factory(env)` returns (a custom in-house helpdesk)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"adapter {spec!r}: expected MODULE:FACTORY, e.g. mycompany.helpdesk:make_adapter")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"adapter {spec!r}: {exc}") from exc
+    adapter = factory(env)
+    if not isinstance(adapter, Adapter):
+        raise ConfigError(f"adapter {spec!r}: {type(adapter).__name__} lacks verify/parse/write_tags/name")
+    return adapter
+
+
+__all__ = ["ADAPTERS", "Adapter", "Message", "get_adapter", "load_adapters", "load_adapter_spec", "ChatwootAdapter", "DjangoHelpdeskAdapter",
            "FreshdeskAdapter", "GenericAdapter", "HelpScoutAdapter", "LiveAgentAdapter", "ZammadAdapter",
            "ZendeskAdapter"]
