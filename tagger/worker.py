@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import httpx
 
@@ -63,17 +63,50 @@ class Worker:
         self._pruner: threading.Thread | None = None
         self._thread: threading.Thread | None = None
 
-    # -- one round ---------------------------------------------------------------------------------------
-    def run_once(self) -> int:
-        """Claim due rows (up to `concurrency`), write them in parallel, then mark the written ones done in
-        one transaction; returns how many were attempted."""
-        items = self.store.claim(limit=self.concurrency, lease_s=self.lease_s)
-        if not items:
-            return 0
-        results = [self._write(items[0])] if len(items) == 1 else list(self._pool.map(self._write, items))
+    # -- the outbox step: every driver below is made of it -------------------------------------------------------
+    def _step(self, inflight: dict[Future, OutboxItem], want: int) -> tuple[int, int]:
+        """Mark every write finished since the last step done and claim up to `want` due rows, in one
+        transaction (`Store.settle_and_claim`), report the finished ones and start writing the claimed
+        ones. Returns (finished, claimed). A step that cannot reach the database records nothing: the
+        written rows are written again once their lease expires, the failed ones are retried."""
+        finished = [future for future in inflight if future.done()]
+        for future in finished:
+            del inflight[future]
+        if not finished and not want:
+            return 0, 0
+        results = [future.result() for future in finished]
         written = [item for item, exc, _s in results if exc is None]
-        self._settle(results, self.store.mark_done_many(written) if written else set())
-        return len(items)
+        step = self._guard(self.store.settle_and_claim, written, limit=want, lease_s=self.lease_s)
+        if step is None:                    # not recorded: those rows are written again after their lease
+            step, results = (set(), []), [r for r in results if r[1] is not None]
+        done, claimed = step
+        self._guard(self._settle, results, done)
+        for item in claimed:
+            future = self._pool.submit(self._write, item)
+            future.add_done_callback(self._written)
+            inflight[future] = item
+        return len(finished), len(claimed)
+
+    def _wanted(self, inflight: dict[Future, OutboxItem], stopping: bool) -> int:
+        """Rows to claim now: only once a quarter of the slots are free (or none is busy), so under load
+        one transaction covers many rows; and a row is claimed only when a slot can write it at once, so
+        its lease covers the write and nothing else."""
+        free = self.concurrency - len(inflight)
+        refill_at = max(1, self.concurrency // 4)
+        return free if not stopping and free and (free >= refill_at or not inflight) else 0
+
+    def _finish(self, inflight: dict[Future, OutboxItem]) -> None:
+        """Wait for the writes in flight and record them."""
+        wait(list(inflight))
+        self._step(inflight, 0)
+
+    def run_once(self) -> int:
+        """One round: claim due rows (up to `concurrency`), write them in parallel, record the outcomes;
+        returns how many were attempted."""
+        inflight: dict[Future, OutboxItem] = {}
+        _finished, claimed = self._step(inflight, self.concurrency)
+        self._finish(inflight)
+        return claimed
 
     def _settle(self, results: list[tuple[OutboxItem, Exception | None, float]], done: set[int]) -> None:
         """Report finished writes (`done`: the ids marked done); each failure is retried later or
@@ -89,13 +122,17 @@ class Worker:
             self._report(item, outcome, seconds)
 
     def drain(self, timeout_s: float = 10.0) -> int:
-        """Run rounds until nothing is due (or `timeout_s` passed); returns rows attempted."""
+        """Write everything that is due (`tagger worker --once`, tests) with the steps `run_forever` takes,
+        until nothing is due or in flight, or `timeout_s` passed; returns the rows attempted."""
         deadline, total = time.monotonic() + timeout_s, 0
+        inflight: dict[Future, OutboxItem] = {}
         while time.monotonic() < deadline:
-            n = self.run_once()
-            total += n
-            if n == 0:
+            _finished, claimed = self._step(inflight, self._wanted(inflight, stopping=False))
+            total += claimed
+            if not inflight and not claimed:
                 break
+            wait(list(inflight), timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+        self._finish(inflight)
         return total
 
     def process(self, item: OutboxItem) -> str:
@@ -159,37 +196,17 @@ class Worker:
     def run_forever(self) -> None:
         """Keep up to `concurrency` writes in flight until `stop()`, then finish the ones in flight.
 
-        No round waits for its slowest write. Each step marks every write finished since the last step
-        done and refills the free slots, in one transaction (`Store.settle_and_claim`); it refills only
-        once a quarter of the slots are free (or none is busy), so under load one transaction covers
-        many rows. A row is claimed only when a slot is free to write it at once, so its lease covers the
-        write and nothing else. Sleeps `worker_poll_s` when idle, or until `notify()` or a write ends."""
+        No round waits for its slowest write: each `_step` records what finished and refills the free
+        slots (see `_wanted`). Sleeps `worker_poll_s` when idle, or until `notify()` or a write ends."""
         inflight: dict[Future, OutboxItem] = {}
-        refill_at = max(1, self.concurrency // 4)
         while True:
             self._wake.clear()                      # before looking: a wake-up from now on is not lost
-            finished = [future for future in inflight if future.done()]
-            for future in finished:
-                del inflight[future]
             stopping = self._stop.is_set()
-            if stopping and not inflight and not finished:
+            if stopping and not inflight:
                 return
-            free = self.concurrency - len(inflight)
-            want = free if not stopping and free and (free >= refill_at or not inflight) else 0
-            if finished or want:
-                results = [future.result() for future in finished]
-                written = [item for item, exc, _s in results if exc is None]
-                step = self._guard(self.store.settle_and_claim, written, limit=want, lease_s=self.lease_s)
-                if step is None:                    # not recorded: those rows are written again after their lease
-                    step, results = (set(), []), [r for r in results if r[1] is not None]
-                done, claimed = step
-                self._guard(self._settle, results, done)
-                for item in claimed:
-                    future = self._pool.submit(self._write, item)
-                    future.add_done_callback(self._written)
-                    inflight[future] = item
-                if finished:
-                    continue                        # look again at once: more may have finished meanwhile
+            finished, _claimed = self._step(inflight, self._wanted(inflight, stopping))
+            if finished:
+                continue                            # look again at once: more may have finished meanwhile
             self._wake.wait(self.settings.worker_poll_s)
 
     def _written(self, _future: Future) -> None:
