@@ -324,10 +324,11 @@ def models_activate(settings: Settings, version: str, force: bool) -> None:
     """
     from tagger.data import load_corpus
     from tagger.registry import Registry
+    from tagger.training import activate_version
 
     heldout = None if force else load_corpus(settings.data_dir)[1]
-    Registry(settings.models_dir).activate(version, force=force, max_drop=settings.activation_max_drop,
-                                           heldout=heldout)
+    activate_version(Registry(settings.models_dir), version, force=force, max_drop=settings.activation_max_drop,
+                     heldout=heldout)
     click.echo(f"active: {version}")
 
 

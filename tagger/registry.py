@@ -221,26 +221,25 @@ class Registry:
         return versions[-1]
 
     def activate(self, version: str, *, force: bool = False, max_drop: float | None = None,
-                 heldout: list | None = None) -> str:
-        """Make `version` the active model. Refuses one whose macro-F1 fell by more than `max_drop`
-        against the current one (either task), unless `force`. Both are measured on the same messages:
-        `heldout` when given (both models are evaluated on it), else the metrics stored at training,
-        which are only compared when they come from the same held-out set (same `test_hash`).
+                 measured: tuple[dict[str, Any], dict[str, Any]] | None = None) -> str:
+        """Make `version` the active model. Refuses one whose macro-F1 fell by more than `max_drop` against
+        the current one (either task), unless `force`. `measured` is (current's metrics, new one's metrics)
+        taken on the same messages (`tagger.training.activate_version` evaluates both on the held-out
+        split); without it the metrics stored at training are compared, and only when they come from the
+        same held-out set (same `test_hash`).
         `force` skips the quality guard only: the version must be a folder of this registry whose files
         pass `verify` (hashes, signature) and load, or the next start of the service would fail."""
         new_meta = dict(self.load(version).metadata)
         state = self._active_state()
         previous = state.get("current")
         if previous and previous != version and max_drop is not None and not force:
-            old_meta = self.metadata(previous)
-            if heldout:
-                from tagger.evaluate import evaluate
-
-                old_meta = {"metrics": evaluate(self.load(previous), heldout)}
-                new_meta = {"metrics": evaluate(self.load(version), heldout)}
-            elif old_meta.get("test_hash") != new_meta.get("test_hash"):
-                raise ModelError(f"{previous} and {version} were measured on different held-out sets; "
-                                 "pass the held-out messages to compare them (the CLI does), or use --force")
+            if measured is not None:
+                old_meta, new_meta = {"metrics": measured[0]}, {"metrics": measured[1]}
+            else:
+                old_meta = self.metadata(previous)
+                if old_meta.get("test_hash") != new_meta.get("test_hash"):
+                    raise ModelError(f"{previous} and {version} were measured on different held-out sets; "
+                                     "evaluate both on the same messages (the CLI does), or use --force")
             drops = metric_drops(old_meta, new_meta)
             worst = {task: d for task, d in drops.items() if d > max_drop}
             if worst:

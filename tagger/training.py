@@ -98,10 +98,24 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
                          n_test=len(test_set), review_threshold=threshold)
     if activate:
         try:
-            registry.activate(version, force=force, max_drop=settings.activation_max_drop,
-                              heldout=test_set or None)
+            activate_version(registry, version, force=force, max_drop=settings.activation_max_drop,
+                             heldout=test_set or None)
             result.activated = True
             say(f"activated {version}")
         except TaggerError as exc:
             result.activation_error = str(exc)
     return result
+
+
+def activate_version(registry, version: str, *, force: bool = False, max_drop: float | None = None,
+                     heldout: list | None = None) -> str:
+    """Activate `version` behind the quality guard: with `heldout`, the current and the new model are both
+    evaluated on those messages and compared (`Registry.activate` refuses a drop beyond `max_drop`); `force`
+    skips the comparison, never the registry's path and hash checks."""
+    measured = None
+    current = registry.current() if registry.versions() else None
+    if heldout and not force and max_drop is not None and current and current != version:
+        from tagger.evaluate import evaluate
+
+        measured = (evaluate(registry.load(current), heldout), evaluate(registry.load(version), heldout))
+    return registry.activate(version, force=force, max_drop=max_drop, measured=measured)
