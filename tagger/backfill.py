@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tagger.data import input_record
 from tagger.errors import TaggerError
 
 log = logging.getLogger("tagger.backfill")
@@ -44,21 +45,12 @@ def _open_records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
         with path.open(encoding="utf-8", errors="replace", newline="") as fh:
             for number, row in enumerate(csv.DictReader(fh), 1):
                 if number > skip:
-                    yield number, dict(row) if row.get("text") is not None else {"error": "missing text", "line": number}
+                    yield number, dict(row) if row.get("text") is not None else {"error": "missing \"text\" (a string)", "line": number}
         return
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, 1):
-            if number <= skip or not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                record = {"error": f"unreadable line: {type(exc).__name__}", "line": number}
-            if isinstance(record, str):
-                record = {"text": record}
-            if not isinstance(record, dict) or (not isinstance(record.get("text"), str) and "error" not in record):
-                record = {"error": "expected an object with a \"text\" string", "line": number}
-            yield number, record
+            if number > skip and (record := input_record(raw, number)) is not None:
+                yield number, record
 
 
 def _chunks(records: Iterable[tuple[int, dict]], size: int, start_index: int) -> Iterator[Chunk]:

@@ -180,6 +180,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
       tagger classify --input tickets.jsonl --explain > tagged.jsonl
       tagger classify --fast --input huge.jsonl > tagged.jsonl
     """
+    from tagger.data import input_record
     from tagger.registry import load_tagger
 
     tagger = load_tagger(_model_path(settings, model_path),
@@ -205,7 +206,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
     failed = 0
     batch: list[dict] = []
     for number, raw in enumerate(stream, 1):
-        record = _read_line(raw, number)
+        record = input_record(raw, number)
         if record is None:
             continue
         failed += "error" in record
@@ -218,27 +219,6 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
     if failed:
         click.echo(f"{failed} line(s) could not be read", err=True)
         sys.exit(1)
-
-
-def _read_line(raw: bytes, number: int) -> dict | None:
-    """One JSONL input line -> a record with "text", an {"error"} record, or None for a blank line."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return {"error": f"not valid UTF-8 at byte {exc.start}", "line": number}
-    if not line.strip():
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return {"error": f"not valid JSON: {exc.msg}", "line": number}
-    if isinstance(record, str):
-        record = {"text": record}
-    if not isinstance(record, dict):
-        return {"error": "expected a JSON object with a \"text\" field", "line": number}
-    if not isinstance(record.get("text"), str):
-        return {"error": "missing \"text\" (a string)", "line": number, "input": record}
-    return record
 
 
 # -------------------------------------------------------------------------------------------------- models
@@ -462,8 +442,8 @@ def report(settings: Settings, period, until, helpdesk, channel, lang, as_json, 
               help="Page through this helpdesk's ticket API instead of reading SOURCE (every built-in helpdesk "
                    "with a listing API: zendesk, freshdesk, helpscout, djangohelpdesk, zammad, chatwoot, "
                    "liveagent; credentials from TAGGER_<NAME>_* as for `tagger serve`).")
-@click.option("--since", metavar="DATE", help="With --helpdesk: only tickets changed since DATE (2024-01-31 or "
-                                               "ISO 8601, UTC); default: the whole history.")
+@click.option("--since", metavar="DATE", help="With --helpdesk: only tickets changed since DATE (2024-01-31, "
+                                               "ISO 8601, or back from now: 30d, 12w); default: the whole history.")
 @click.option("--write-back", is_flag=True,
               help="With --helpdesk: also queue the tags in the store's outbox; `tagger serve` or `tagger "
                    "worker` writes them (rate limits honoured). Tickets that already carry our tags, or that "
@@ -517,16 +497,14 @@ def backfill(settings: Settings, source, output, helpdesk, since, write_back, ma
 
 
 def _since(value: str | None) -> float | None:
-    if not value:
-        return None
-    import datetime as dt
+    """`--since` of a helpdesk backfill as epoch seconds, read like every other time option (reports.parse_when)."""
+    from tagger.reports import parse_when
 
     try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a date (2024-01-31 or 2024-01-31T08:00:00Z)",
-                                 param_hint="--since") from exc
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+        when = parse_when(value)
+    except TaggerError as exc:
+        raise click.BadParameter(f"{value!r} is not a date or look-back ({exc})", param_hint="--since") from exc
+    return None if when is None else when.timestamp()
 
 
 def _backfill_helpdesk(settings: Settings, name, output, since, write_back, max_tickets, db_url, resume,

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tagger.errors import DataError
 from tagger.labels import CHANNELS, SENTIMENTS, STAGES
@@ -85,6 +86,46 @@ def _validate(record: object, path: Path, line: int, *, labelled: bool) -> dict:
     return record
 
 
+class LineError(ValueError):
+    """One JSONL line that is not valid UTF-8 or not valid JSON; the message says which and where."""
+
+
+def parse_line(raw: bytes) -> Any:
+    """The JSON value of one JSONL line (None for a blank line): the one line reader of the training files,
+    `tagger classify` and `tagger backfill`, so a bad line reads the same everywhere. LineError otherwise."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LineError(f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise LineError("not valid here: JSON nested too deeply") from exc
+
+
+def input_record(raw: bytes, number: int) -> dict | None:
+    """One line of messages to classify -> a record with a "text" string (a bare JSON string is the text),
+    an {"error", "line"} record saying what is wrong (so an output stays aligned with its input), or None
+    for a blank line."""
+    try:
+        record = parse_line(raw)
+    except LineError as exc:
+        return {"error": str(exc), "line": number}
+    if record is None:
+        return None
+    if isinstance(record, str):
+        record = {"text": record}
+    if not isinstance(record, dict):
+        return {"error": "expected a JSON object with a \"text\" field", "line": number}
+    if not isinstance(record.get("text"), str):
+        return {"error": "missing \"text\" (a string)", "line": number, "input": record}
+    return record
+
+
 def iter_records(path: str | Path, *, labelled: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each record of a JSONL or CSV file, validated."""
     path = Path(path)
@@ -110,18 +151,11 @@ def iter_records(path: str | Path, *, labelled: bool = True) -> Iterator[tuple[i
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, 1):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, number, f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
-            except RecursionError as exc:
-                raise DataError(path, number, "not valid here: JSON nested too deeply") from exc
-            yield number, _validate(record, path, number, labelled=labelled)
+                record = parse_line(raw)
+            except LineError as exc:
+                raise DataError(path, number, str(exc)) from exc
+            if record is not None:
+                yield number, _validate(record, path, number, labelled=labelled)
 
 
 def read_examples(path: str | Path) -> list[Example]:

@@ -39,7 +39,7 @@ def test_classify_jsonl_keeps_input_fields_and_reports_bad_lines(runner):
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     assert len(lines) == 5  # the blank line is skipped, every other line answers in order
     assert lines[0]["id"] == 1 and lines[0]["channel"] == "chat" and "explain" in lines[0]
-    assert lines[1] == {"error": "not valid JSON: Expecting value", "line": 2}
+    assert lines[1] == {"error": "not valid JSON: Expecting value (column 1)", "line": 2}  # the wording of data.parse_line
     assert lines[2]["text"] == "a bare string is a text" and "stage" in lines[2]
     assert lines[3]["line"] == 5 and "missing" in lines[3]["error"]
     assert lines[4]["id"] == 5 and lines[4]["stage"]
