@@ -248,18 +248,7 @@ def models_list(settings: Settings, as_json: bool) -> None:
     """
     from tagger.registry import Registry
 
-    registry = Registry(settings.models_dir)
-    versions = registry.versions()
-    current = registry.current() if versions else None
-    rows = []
-    for v in versions:
-        meta = registry.metadata(v)
-        m = meta.get("metrics", {})
-        rows.append({"version": v, "active": v == current, "created": meta.get("created"),
-                     "stage_macro_f1": m.get("stage", {}).get("macro_f1"),
-                     "sentiment_macro_f1": m.get("sentiment", {}).get("macro_f1"),
-                     "n_train": meta.get("n_train"), "data_hash": meta.get("data_hash", "")[:12],
-                     "size_bytes": meta.get("size_bytes")})
+    rows = Registry(settings.models_dir).summary()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -585,20 +574,11 @@ def data_counts(settings: Settings, readme: str | None) -> None:
     """
     from tagger import data as data_mod
 
-    train_set, test_set = data_mod.load_corpus(settings.data_dir)
-    text = ("All messages:\n\n" + data_mod.counts_table(train_set + test_set)
-            + "\nHeld-out split (never trained on):\n\n" + data_mod.counts_table(test_set)
-            + "\nHuman-rated real text (sentiment only, `vader/`):\n\n" + data_mod.rated_counts(train_set, test_set))
+    text = data_mod.counts_report(*data_mod.load_corpus(settings.data_dir))
     if not readme:
         click.echo(text)
         return
-    path = Path(readme)
-    body = path.read_text(encoding="utf-8")
-    start, end = "<!-- COUNTS:START (tagger data counts --write) -->", "<!-- COUNTS:END -->"
-    if start not in body or end not in body:
-        raise click.ClickException(f"{readme} has no {start} ... {end} markers")
-    head, rest = body.split(start, 1)
-    path.write_text(head + start + "\n" + text + rest[rest.index(end):], encoding="utf-8")
+    data_mod.write_counts(readme, text)
     click.echo(f"updated {readme}")
 
 

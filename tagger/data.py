@@ -242,3 +242,23 @@ def rated_counts(train: list[Example], test: list[Example]) -> str:
         for split in ("train", "held-out"):
             out.write(f"| {src} | {split} | " + " | ".join(str(rows[(src, split, s)]) for s in SENTIMENTS) + " |\n")
     return out.getvalue()
+
+
+COUNTS_START, COUNTS_END = "<!-- COUNTS:START (tagger data counts --write) -->", "<!-- COUNTS:END -->"
+
+
+def counts_report(train: list[Example], test: list[Example]) -> str:
+    """The counts section of training_data/README.md: all messages, the held-out split, the rated text."""
+    return ("All messages:\n\n" + counts_table(train + test)
+            + "\nHeld-out split (never trained on):\n\n" + counts_table(test)
+            + "\nHuman-rated real text (sentiment only, `vader/`):\n\n" + rated_counts(train, test))
+
+
+def write_counts(readme: str | Path, text: str) -> None:
+    """Replace what stands between the COUNTS markers of `readme` with `text`."""
+    path = Path(readme)
+    body = path.read_text(encoding="utf-8")
+    if COUNTS_START not in body or COUNTS_END not in body:
+        raise DataError(path, None, f"no {COUNTS_START} ... {COUNTS_END} markers")
+    head, rest = body.split(COUNTS_START, 1)
+    path.write_text(head + COUNTS_START + "\n" + text + rest[rest.index(COUNTS_END):], encoding="utf-8")

@@ -204,6 +204,21 @@ class Registry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per version (`tagger models list`): date, held-out macro-F1, sizes, data hash, active."""
+        versions = self.versions()
+        current = self.current() if versions else None
+        rows = []
+        for v in versions:
+            meta = self.metadata(v)
+            m = meta.get("metrics", {})
+            rows.append({"version": v, "active": v == current, "created": meta.get("created"),
+                         "stage_macro_f1": m.get("stage", {}).get("macro_f1"),
+                         "sentiment_macro_f1": m.get("sentiment", {}).get("macro_f1"),
+                         "n_train": meta.get("n_train"), "data_hash": meta.get("data_hash", "")[:12],
+                         "size_bytes": meta.get("size_bytes")})
+        return rows
+
     # -- activation ------------------------------------------------------------------------------------
     def _active_state(self) -> dict[str, Any]:
         path = self.root / ACTIVE_FILE
