@@ -8,11 +8,9 @@ import random
 import time
 import uuid
 
-import click
 import pytest
 from click.testing import CliRunner
 
-from tagger.cli_service import register
 from tagger.config import Settings
 from tagger.helpdesks import load_adapter_spec
 from tagger.store import DEAD, DONE, PENDING, Store, text_hash, utcnow
@@ -196,12 +194,9 @@ def test_adapter_specs_are_loaded_and_checked():
 # -- CLI -----------------------------------------------------------------------------------------------------
 @pytest.fixture
 def cli():
-    @click.group()
-    def group():
-        """stand-in for tagger.cli.cli"""
+    from tagger.cli import cli as tagger_cli
 
-    register(group)
-    return group
+    return tagger_cli
 
 
 def test_outbox_cli_lists_dead_letters_and_retries_them(cli, store, helpdesk, db_url, monkeypatch):

@@ -1,55 +1,25 @@
-"""The service commands of the `tagger` CLI: serve, worker, outbox, feedback. A thin layer over
-tagger.service, tagger.worker and tagger.store; `register(cli)` adds them to the main group.
-
-Registered on the main `tagger` group by `tagger.cli`.
-"""
+"""The service commands: serve, worker, outbox, feedback, prune, db, setup, doctor (a thin layer over
+tagger.service, tagger.worker, tagger.store and tagger.helpdesks)."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import signal
 import threading
 
 import click
 
+from tagger.cli.common import (
+    adapter_option,
+    db_option,
+    fail,
+    json_option,
+    log_option,
+    open_store,
+    settings_of,
+    setup_logging,
+)
 from tagger.config import Settings
 from tagger.errors import TaggerError
-
-ADAPTER_HELP = ("Extra helpdesk adapter as MODULE:FACTORY (FACTORY(env) returns the adapter); repeatable. "
-                "Also from TAGGER_ADAPTERS, space-separated.")
-
-
-def _settings(ctx: click.Context, **overrides) -> Settings:
-    """The group's settings (or freshly loaded ones) with the command's options applied."""
-    base = ctx.find_object(Settings) or Settings.load()
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _logging(level: str) -> None:
-    from tagger.sanitize import install_log_redaction
-
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
-
-
-def _store(settings: Settings):
-    from tagger.store import Store
-
-    return Store(settings.db_url)
-
-
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc)) from exc
-
-
-db_option = click.option("--db", "db_url", metavar="URL",
-                         help="Database URL (default: TAGGER_DB_URL or sqlite:///tagger.db), e.g. "
-                              "postgresql+psycopg://tagger@db/tagger.")
-adapter_option = click.option("--adapter", "adapters", multiple=True, envvar="TAGGER_ADAPTERS",
-                              metavar="MODULE:FACTORY", help=ADAPTER_HELP)
-log_option = click.option("--log-level", default="info", show_default=True,
-                          type=click.Choice(["debug", "info", "warning", "error"]))
 
 
 # ----------------------------------------------------------------------------------------------------- serve
@@ -79,12 +49,12 @@ def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -
 
     from tagger.service import create_app
 
-    settings = _settings(ctx, host=host, port=port, db_url=db_url, models_dir=models_dir)
-    _logging(log_level)
+    settings = settings_of(ctx, host=host, port=port, db_url=db_url, models_dir=models_dir)
+    setup_logging(log_level)
     try:
         app = create_app(settings, extra_adapters=tuple(adapters), run_worker=not no_worker)
     except TaggerError as exc:
-        _fail(exc)
+        fail(exc)
     _prepare_helpdesks(app.state.service.adapters, settings)
     click.echo(f"tagger serving on http://{settings.host}:{settings.port} "
                f"(model {app.state.service.models.version}, worker {'off' if no_worker else 'on'})", err=True)
@@ -139,16 +109,16 @@ def worker(ctx, db_url, once, concurrency, adapters, log_level) -> None:
     from tagger.helpdesks import load_adapters
     from tagger.worker import Worker
 
-    settings = _settings(ctx, db_url=db_url)
-    _logging(log_level)
+    settings = settings_of(ctx, db_url=db_url)
+    setup_logging(log_level)
     try:
         loaded, errors = load_adapters(adapters, settings=settings)
         if not loaded:
             for name, reason in errors.items():
                 click.echo(f"warning: helpdesk {name} not configured: {reason}", err=True)
-        runner = Worker(_store(settings), loaded, settings, concurrency=concurrency)
+        runner = Worker(open_store(settings), loaded, settings, concurrency=concurrency)
     except TaggerError as exc:
-        _fail(exc)
+        fail(exc)
     if once:
         n = runner.drain(timeout_s=3600)
         runner.stop()
@@ -168,7 +138,7 @@ def worker(ctx, db_url, once, concurrency, adapters, log_level) -> None:
 @click.group(invoke_without_command=True)
 @click.option("--status", type=click.Choice(["pending", "done", "dead"]), help="Only rows with this status.")
 @click.option("--limit", default=50, show_default=True, help="Newest rows to show.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option
 @db_option
 @click.pass_context
 def outbox(ctx, status, limit, as_json, db_url) -> None:
@@ -180,13 +150,13 @@ def outbox(ctx, status, limit, as_json, db_url) -> None:
       tagger outbox --status dead
       tagger outbox --status pending --json
     """
-    settings = _settings(ctx, db_url=db_url)
+    settings = settings_of(ctx, db_url=db_url)
     ctx.obj = settings
     if ctx.invoked_subcommand is not None:
         return
     from tagger.store import jsonable
 
-    store = _store(settings)
+    store = open_store(settings)
     rows = store.list_outbox(status, limit=limit)
     if as_json:
         for row in rows:
@@ -209,8 +179,8 @@ def outbox(ctx, status, limit, as_json, db_url) -> None:
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all-dead", is_flag=True, help="Requeue every dead-lettered row.")
 @db_option
-@click.pass_obj
-def outbox_retry(settings: Settings, ids, all_dead, db_url) -> None:
+@click.pass_context
+def outbox_retry(ctx, ids, all_dead, db_url) -> None:
     """Put dead-lettered rows (by ID, or --all-dead) back in the queue with fresh attempts.
 
     \b
@@ -220,9 +190,7 @@ def outbox_retry(settings: Settings, ids, all_dead, db_url) -> None:
     """
     if not ids and not all_dead:
         raise click.UsageError("name outbox row IDs or pass --all-dead")
-    if db_url:
-        settings = dataclasses.replace(settings, db_url=db_url)
-    n = _store(settings).retry(ids, all_dead=all_dead)
+    n = open_store(settings_of(ctx, db_url=db_url)).retry(ids, all_dead=all_dead)
     click.echo(f"requeued {n} row(s)")
     if ids and n < len(set(ids)):
         click.echo("note: only dead rows can be retried; the others were left alone", err=True)
@@ -253,7 +221,7 @@ def feedback_export(ctx, output, db_url) -> None:
       tagger feedback export -o corrections.jsonl
       tagger train corrections.jsonl
     """
-    examples = _store(_settings(ctx, db_url=db_url)).feedback_examples()
+    examples = open_store(settings_of(ctx, db_url=db_url)).feedback_examples()
     for record in examples:
         output.write(json.dumps(record, ensure_ascii=False) + "\n")
     click.echo(f"exported {len(examples)} correction(s)", err=True)
@@ -280,11 +248,11 @@ def prune(ctx, db_url, days, dry_run) -> None:
     """
     import datetime as dt
 
-    settings = _settings(ctx, db_url=db_url)
+    settings = settings_of(ctx, db_url=db_url)
     days = days or settings.retention_days
     if not days:
         raise click.UsageError("give --days N (at least 7) or set TAGGER_RETENTION_DAYS")
-    store = _store(settings)
+    store = open_store(settings)
     try:
         removed = store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=days), dry_run=dry_run)
         left = store.row_counts()
@@ -315,7 +283,7 @@ def db_status(ctx, db_url) -> None:
     """The database's schema revision against the code's."""
     from tagger.store import Store
 
-    store = Store(_settings(ctx, db_url=db_url).db_url, create=False)
+    store = Store(settings_of(ctx, db_url=db_url).db_url, create=False)
     try:
         state = store.schema_revision()
     finally:
@@ -339,11 +307,11 @@ def db_upgrade(ctx, db_url) -> None:
     when the release notes say so; several replicas are serialised by a lock)."""
     from tagger.store import Store
 
-    store = Store(_settings(ctx, db_url=db_url).db_url, create=False)
+    store = Store(settings_of(ctx, db_url=db_url).db_url, create=False)
     try:
         before, after = store.upgrade_schema()
     except TaggerError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         store.close()
     click.echo(f"schema at revision {after}" + (f" (was {before})" if before != after else " (no change)"))
@@ -394,14 +362,14 @@ def setup(ctx, helpdesk, public_url) -> None:
     from tagger.errors import HelpdeskError
     from tagger.helpdesks import get_adapter
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         adapter = get_adapter(helpdesk, settings=settings)
         url = _webhook_url(adapter.name, public_url)
         with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
             steps = [*adapter.check(client), *adapter.setup(client, url)]
     except (TaggerError, HelpdeskError) as exc:
-        _fail(exc)
+        fail(exc)
     env = _print_steps(adapter.name, steps)
     if env:
         click.echo("\nadd to the service's environment (shown once; keep it secret):")
@@ -430,14 +398,14 @@ def doctor(ctx, db_url, adapters) -> None:
     from tagger.errors import HelpdeskError
     from tagger.helpdesks import load_adapters
 
-    settings = _settings(ctx, db_url=db_url)
+    settings = settings_of(ctx, db_url=db_url)
     loaded, errors = load_adapters(adapters, settings=settings)
     try:
-        store = _store(settings)
+        store = open_store(settings)
         activity = store.helpdesk_activity()
         store.close()
     except TaggerError as exc:
-        _fail(exc)
+        fail(exc)
     problems = 0
     now = dt.datetime.now(dt.UTC)
     with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
@@ -445,7 +413,7 @@ def doctor(ctx, db_url, adapters) -> None:
             try:
                 steps = adapter.check(client)
             except (TaggerError, HelpdeskError) as exc:
-                from tagger.helpdesks.base import SetupStep
+                from tagger.helpdesks.contract import SetupStep
 
                 steps = [SetupStep("failed", f"{name} API", str(exc))]
             problems += sum(step.action in ("failed", "missing") for step in steps)
@@ -463,9 +431,3 @@ def doctor(ctx, db_url, adapters) -> None:
     if not loaded:
         click.echo("no helpdesk configured: set TAGGER_<HELPDESK>_* (docs/helpdesks.md), then `tagger setup`")
     ctx.exit(1 if problems else 0)
-
-
-def register(cli: click.Group) -> None:
-    """Add serve, worker, outbox, feedback, prune, db, setup and doctor to the main `tagger` group."""
-    for command in (serve, worker, outbox, feedback, prune, db, setup, doctor):
-        cli.add_command(command)

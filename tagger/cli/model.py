@@ -1,4 +1,5 @@
-"""The `tagger` command line: a thin layer over the library (tagger.model, data, registry, evaluate)."""
+"""The classifier commands: train, evaluate, classify, models, data (a thin layer over tagger.training,
+tagger.evaluate, tagger.model, tagger.registry and tagger.data)."""
 from __future__ import annotations
 
 import json
@@ -8,41 +9,12 @@ from pathlib import Path
 
 import click
 
+from tagger.cli.common import json_option, model_option, model_path_of, pass_settings
 from tagger.config import Settings
-from tagger.errors import TaggerError
-
-pass_settings = click.make_pass_decorator(Settings)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
-
-
-class _Group(click.Group):
-    """Turns every TaggerError into a one-line error message instead of a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except TaggerError as exc:
-            _fail(exc)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mot-tagger")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """MOT Tagger: moment-of-truth stage and sentiment for helpdesk messages.
-
-    \b
-    Example:
-      echo '{"text":"Where is my parcel?"}' | tagger classify
-    """
-    ctx.obj = Settings.load()
 
 
 # --------------------------------------------------------------------------------------------------- train
-@cli.command()
+@click.command()
 @click.argument("extra", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Corpus folder (default: training_data/).")
 @click.option("--models", "models_dir", type=click.Path(file_okay=False), help="Model folder (default: models/).")
@@ -87,10 +59,10 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
-@cli.command()
+@click.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model_path", help="Model version or folder (default: the active model).")
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@model_option
+@json_option
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the review tag's coverage/accuracy curve (one point per threshold) into this PNG.")
 @click.option("--confusion", type=click.Path(dir_okay=False), help="Draw both confusion matrices into this PNG.")
@@ -130,7 +102,7 @@ def evaluate(settings: Settings, files, model_path, as_json, plot, confusion, fa
         old, new = (run_eval(registry.load(v), examples) for v in compare)
         click.echo(json.dumps({"old": old, "new": new}, indent=2) if as_json else compare_reports(old, new))
         return
-    tagger = load_tagger(_model_path(settings, model_path), review_threshold=threshold, fast=fast or None)
+    tagger = load_tagger(model_path_of(settings, model_path), review_threshold=threshold, fast=fast or None)
     report = run_eval(tagger, examples)
     report["model"] = tagger.metadata.get("version")
     click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
@@ -140,26 +112,13 @@ def evaluate(settings: Settings, files, model_path, as_json, plot, confusion, fa
             click.echo(f"wrote {path}", err=True)
 
 
-def _overrides(settings: Settings) -> dict:
-    """What settings change in a loaded model (None keeps the model's own)."""
-    return {"review_threshold": settings.review_threshold, "fast": settings.fast_model or None}
-
-
-def _model_path(settings: Settings, model: str | None) -> str:
-    if not model:
-        return str(Path(settings.models_dir) / "current")
-    if Path(model).exists():
-        return model
-    return str(Path(settings.models_dir) / model)
-
-
 # ------------------------------------------------------------------------------------------------ classify
-@cli.command()
+@click.command()
 @click.argument("text", required=False)
 @click.option("--input", "input_file", type=click.File("rb"), help="JSONL file (default: stdin when no TEXT).")
 @click.option("--channel", type=click.Choice(["ticket", "chat", "social"]), help="Channel of TEXT.")
 @click.option("--explain", is_flag=True, help="Add the terms that drove each label.")
-@click.option("--model", "model_path", help="Model version or folder (default: the active model).")
+@model_option
 @click.option("--threshold", type=float, help="Review threshold (default: TAGGER_REVIEW_THRESHOLD, else the model's).")
 @click.option("--fast", is_flag=True, default=None,
               help="n-grams only, no encoder: ~100x faster, less accurate (default: TAGGER_FAST_MODEL).")
@@ -183,7 +142,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
     from tagger.data import input_record
     from tagger.registry import load_tagger
 
-    tagger = load_tagger(_model_path(settings, model_path),
+    tagger = load_tagger(model_path_of(settings, model_path),
                          review_threshold=threshold if threshold is not None else settings.review_threshold,
                          fast=fast or settings.fast_model or None,
                          stage_prefix=settings.stage_tag_prefix, sentiment_prefix=settings.sentiment_tag_prefix)
@@ -222,7 +181,7 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
 
 
 # -------------------------------------------------------------------------------------------------- models
-@cli.group()
+@click.group()
 def models() -> None:
     """List, inspect, activate and roll back model versions.
 
@@ -237,7 +196,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_settings
 def models_list(settings: Settings, as_json: bool) -> None:
     """Every version with its date, held-out macro-F1 and data hash; * marks the active one.
@@ -355,188 +314,8 @@ def models_rollback(settings: Settings) -> None:
     click.echo(f"active: {Registry(settings.models_dir).rollback()}")
 
 
-# -------------------------------------------------------------------------------------------- team leads
-@cli.command()
-@click.option("--stage", type=click.Choice(["lzmot", "zmot", "fmot", "smot", "umot"]))
-@click.option("--sentiment", type=click.Choice(["positive", "neutral", "negative"]))
-@click.option("--lang", help="Detected language, e.g. lv.")
-@click.option("--channel", type=click.Choice(["ticket", "chat", "social"]))
-@click.option("--helpdesk", help="e.g. zendesk, freshdesk, zammad.")
-@click.option("--min-confidence", type=float, help="Both confidences at least this.")
-@click.option("--max-confidence", type=float, help="Either confidence at most this (the doubtful ones).")
-@click.option("--since", help="2026-11-01, 2026-11-01T08:00, or back from now: 24h, 7d, 4w.")
-@click.option("--until", help="Same forms as --since (exclusive).")
-@click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--db", help="Store URL (default: TAGGER_DB_URL or sqlite:///tagger.db).")
-@pass_settings
-def tickets(settings: Settings, stage, sentiment, lang, channel, helpdesk, min_confidence, max_confidence,
-            since, until, limit, fmt, db) -> None:
-    """List tagged messages from the store, newest first, with a link to each ticket.
-
-    \b
-    Examples:
-      tagger tickets --stage smot --sentiment negative --since 7d
-      tagger tickets --max-confidence 0.5 --format csv > doubtful.csv
-      tagger tickets --lang lv --helpdesk zendesk --format json
-    """
-    from tagger.reports import format_tickets, parse_when
-    from tagger.store import Store
-
-    store = Store(db or settings.db_url)
-    try:
-        rows = store.list_messages(stage=stage, sentiment=sentiment, lang=lang, channel=channel, helpdesk=helpdesk,
-                                   min_confidence=min_confidence, max_confidence=max_confidence,
-                                   since=parse_when(since), until=parse_when(until), limit=limit or None)
-    finally:
-        store.close()
-    click.echo(format_tickets(rows, fmt), nl=False)
-
-
-@cli.command()
-@click.option("--period", default="7d", show_default=True, help="Length of the period: 24h, 7d, 4w, 3m.")
-@click.option("--until", help="End of the period (default: now); 2026-11-01 or 2026-11-01T08:00.")
-@click.option("--helpdesk")
-@click.option("--channel", type=click.Choice(["ticket", "chat", "social"]))
-@click.option("--lang")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--db", help="Store URL (default: TAGGER_DB_URL or sqlite:///tagger.db).")
-@pass_settings
-def report(settings: Settings, period, until, helpdesk, channel, lang, as_json, db) -> None:
-    """Counts of stage by sentiment over a period, with the trend against the period before.
-
-    \b
-    Examples:
-      tagger report                      # the last 7 days against the 7 before
-      tagger report --period 4w --channel social
-      tagger report --period 1m --until 2026-11-01 --json
-    """
-    from tagger.reports import build_report, format_report, parse_period, parse_when
-    from tagger.store import Store
-
-    store = Store(db or settings.db_url)
-    try:
-        data = build_report(store, period=parse_period(period), until=parse_when(until), helpdesk=helpdesk,
-                            channel=channel, lang=lang)
-    finally:
-        store.close()
-    click.echo(json.dumps(data, indent=2) if as_json else format_report(data), nl=not as_json)
-
-
-# ------------------------------------------------------------------------------------------------ backfill
-@cli.command()
-@click.argument("source", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="JSONL file to write.")
-@click.option("--helpdesk", metavar="NAME",
-              help="Page through this helpdesk's ticket API instead of reading SOURCE (every built-in helpdesk "
-                   "with a listing API: zendesk, freshdesk, helpscout, djangohelpdesk, zammad, chatwoot, "
-                   "liveagent; credentials from TAGGER_<NAME>_* as for `tagger serve`).")
-@click.option("--since", metavar="DATE", help="With --helpdesk: only tickets changed since DATE (2024-01-31, "
-                                               "ISO 8601, or back from now: 30d, 12w); default: the whole history.")
-@click.option("--write-back", is_flag=True,
-              help="With --helpdesk: also queue the tags in the store's outbox; `tagger serve` or `tagger "
-                   "worker` writes them (rate limits honoured). Tickets that already carry our tags, or that "
-                   "the service classified already, are left alone.")
-@click.option("--max-tickets", type=click.IntRange(min=1), help="With --helpdesk: stop after about this many "
-                                                                 "tickets (a trial run); --resume continues.")
-@click.option("--db", "db_url", metavar="URL", help="With --write-back: the store (default: TAGGER_DB_URL).")
-@click.option("--workers", "-j", default=1, show_default=True, help="Local worker processes (joblib).")
-@click.option("--dask", "dask_address", metavar="tcp://HOST:8786", help="Run on this Dask cluster instead.")
-@click.option("--chunk-size", default=2000, show_default=True, help="Messages per unit of work.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
-@click.option("--model", "model_path", help="Model version or folder (default: the active model).")
-@pass_settings
-def backfill(settings: Settings, source, output, helpdesk, since, write_back, max_tickets, db_url, workers,
-             dask_address, chunk_size, resume, model_path) -> None:
-    """Tag your history: a large JSONL or CSV export, or a helpdesk's ticket API.
-
-    Output lines keep the input fields (or the ticket's id, link, subject and text) and add the labels,
-    in order. Interrupt it at any point and run it again with --resume: nothing is lost or written twice.
-
-    \b
-    Examples:
-      tagger backfill tickets_2019_2025.jsonl -o tagged.jsonl -j 2
-      tagger backfill tickets.csv -o tagged.jsonl --resume
-      tagger backfill huge.jsonl -o tagged.jsonl --dask tcp://scheduler:8786
-      tagger backfill --helpdesk zendesk --since 2025-01-01 -o zendesk.jsonl
-      tagger backfill --helpdesk freshdesk -o fd.jsonl --write-back --resume
-    """
-    if helpdesk:
-        if source:
-            raise click.UsageError("give SOURCE or --helpdesk, not both")
-        _backfill_helpdesk(settings, helpdesk, output, since, write_back, max_tickets, db_url, resume, model_path)
-        return
-    if not source:
-        raise click.UsageError("give an export file (SOURCE) or --helpdesk NAME")
-    if since or write_back or max_tickets:
-        raise click.UsageError("--since, --write-back and --max-tickets go with --helpdesk")
-    from tagger.backfill import backfill as run_backfill
-    from tagger.backfill import count_lines
-
-    total = count_lines(source)
-    with click.progressbar(length=total, label="tagging", file=sys.stderr, show_pos=True,
-                           show_eta=True) as bar:
-        def progress(_n: int, done: int) -> None:
-            bar.update(done - bar.pos)
-
-        counts = run_backfill(source, output, _model_path(settings, model_path), workers=workers,
-                              chunk_size=chunk_size, resume=resume, dask_address=dask_address,
-                              overrides=_overrides(settings), progress=progress)
-    click.echo(json.dumps(counts))
-
-
-def _since(value: str | None) -> float | None:
-    """`--since` of a helpdesk backfill as epoch seconds, read like every other time option (reports.parse_when)."""
-    from tagger.reports import parse_when
-
-    try:
-        when = parse_when(value)
-    except TaggerError as exc:
-        raise click.BadParameter(f"{value!r} is not a date or look-back ({exc})", param_hint="--since") from exc
-    return None if when is None else when.timestamp()
-
-
-def _backfill_helpdesk(settings: Settings, name, output, since, write_back, max_tickets, db_url, resume,
-                       model_path) -> None:
-    import dataclasses
-    import os
-
-    import httpx
-
-    from tagger.backfill import backfill_helpdesk
-    from tagger.helpdesks import get_adapter
-
-    adapter = get_adapter(name, os.environ, settings=settings)
-    store = None
-    if write_back:
-        from tagger.store import Store
-
-        if db_url:
-            settings = dataclasses.replace(settings, db_url=db_url)
-        store = Store(settings.db_url)
-    started = time.monotonic()
-
-    def progress(state: dict) -> None:
-        rate = state["tickets"] / max(1e-9, time.monotonic() - started)
-        queued = f", {state['queued']:,} queued for write-back, {state['kept']:,} left as they are" if store else ""
-        click.echo(f"\rpage {state['pages']:,}: {state['tickets']:,} tickets tagged ({rate:,.0f}/s), "
-                   f"{state['skipped']:,} without text{queued}", file=sys.stderr, nl=False)
-
-    with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
-        try:
-            counts = backfill_helpdesk(adapter, output, _model_path(settings, model_path), client=client,
-                                       since=_since(since), resume=resume, store=store, settings=settings,
-                                       max_tickets=max_tickets, overrides=_overrides(settings),
-                                       progress=progress)
-        finally:
-            click.echo("", file=sys.stderr)
-            if store is not None:
-                store.close()
-    click.echo(json.dumps(counts))
-
-
 # ---------------------------------------------------------------------------------------------------- data
-@cli.group()
+@click.group()
 def data() -> None:
     """Check and describe the labelled corpus."""
 
@@ -580,13 +359,3 @@ def data_counts(settings: Settings, readme: str | None) -> None:
         return
     data_mod.write_counts(readme, text)
     click.echo(f"updated {readme}")
-
-
-
-
-from tagger.cli_service import register as _register_service  # noqa: E402  (service commands: tagger/cli_service.py)
-
-_register_service(cli)
-
-if __name__ == "__main__":  # pragma: no cover
-    cli()
