@@ -223,20 +223,9 @@ def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, s
 
     output = Path(output)
     checkpoint = output.with_name(output.name + ".progress.json")
-    origin = {"helpdesk": adapter.name, "since": since}
-    state: dict[str, Any] | None = None
-    if resume and checkpoint.is_file():
-        state = json.loads(checkpoint.read_text(encoding="utf-8"))
-        if {k: state.get(k) for k in origin} != origin:
-            raise TaggerError(f"{checkpoint} belongs to another backfill ({state.get('helpdesk')}, since "
-                              f"{state.get('since')}); delete it or run without --resume")
-    elif output.exists() and output.stat().st_size:
-        raise TaggerError(f"{output} exists; use --resume to continue it or remove it")
-    state = state or {**origin, "cursor": None, "finished": False, "output_bytes": 0, "pages": 0, "tickets": 0,
-                      "skipped": 0, "queued": 0, "kept": 0}
-    counts = ("tickets", "skipped", "pages", "queued", "kept")
+    state = _helpdesk_state(output, checkpoint, {"helpdesk": adapter.name, "since": since}, resume)
     if state["finished"]:
-        return {k: state[k] for k in counts}
+        return _helpdesk_counts(state)
     tagger = load_tagger(model_path, **(overrides or {}))
     queue = _WriteBack(store, settings, adapter, tagger) if store is not None else None
     with open(output, "r+b" if output.exists() else "wb") as out:
@@ -245,34 +234,72 @@ def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, s
         while True:
             page = _fetch_page(adapter, client, state["cursor"], since, sleep=sleep, attempts=attempts,
                                base_delay_s=base_delay_s)
-            messages = page.messages
-            predictions = tagger.predict_many([m.full_text for m in messages], [m.channel for m in messages])
-            lines = []
-            for message, prediction in zip(messages, predictions, strict=True):
-                labels = prediction.to_dict()
-                lines.append(json.dumps({
-                    "helpdesk": message.helpdesk, "ticket_id": message.ticket_id, "url": message.url,
-                    "updated_at": message.meta.get("updated_at") or None, "subject": message.subject,
-                    "text": message.text, "channel": message.channel, **labels}, ensure_ascii=False))
-                if queue is not None:
-                    state[queue.add(message, prediction, labels)] += 1
-            if lines:
-                data = ("\n".join(lines) + "\n").encode("utf-8")
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-                state["output_bytes"] += len(data)
-            state["pages"] += 1
-            state["tickets"] += len(messages)
-            state["skipped"] += page.skipped
-            state["cursor"] = page.next_cursor
-            state["finished"] = page.next_cursor is None
+            _append_lines(out, _page_lines(page.messages, tagger, queue, state), state)
+            _page_done(state, page)
             _save_state(checkpoint, state)
             if progress:
                 progress(dict(state))
             if state["finished"] or (max_tickets and state["tickets"] >= max_tickets):
                 break
-    return {k: state[k] for k in counts}
+    return _helpdesk_counts(state)
+
+
+_HELPDESK_COUNTS = ("tickets", "skipped", "pages", "queued", "kept")
+
+
+def _helpdesk_counts(state: dict[str, Any]) -> dict[str, int]:
+    return {k: state[k] for k in _HELPDESK_COUNTS}
+
+
+def _helpdesk_state(output: Path, checkpoint: Path, origin: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """Where a helpdesk backfill stands: its checkpoint when resuming (which must be of the same helpdesk and
+    `since`, or the output would mix two runs), else a fresh start, refused over an output already written."""
+    state: dict[str, Any] | None = None
+    if resume and checkpoint.is_file():
+        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        if {k: state.get(k) for k in origin} != origin:
+            raise TaggerError(f"{checkpoint} belongs to another backfill ({state.get('helpdesk')}, since "
+                              f"{state.get('since')}); delete it or run without --resume")
+    elif output.exists() and output.stat().st_size:
+        raise TaggerError(f"{output} exists; use --resume to continue it or remove it")
+    return state or {**origin, "cursor": None, "finished": False, "output_bytes": 0, "pages": 0, "tickets": 0,
+                     "skipped": 0, "queued": 0, "kept": 0}
+
+
+def _page_lines(messages, tagger, queue: _WriteBack | None, state: dict[str, Any]) -> list[str]:
+    """The output lines of one page of tickets, classified in one batch; with a write-back `queue`, each
+    ticket's tags are offered to it and its answer ("queued" or "kept") counted in `state`."""
+    predictions = tagger.predict_many([m.full_text for m in messages], [m.channel for m in messages])
+    lines = []
+    for message, prediction in zip(messages, predictions, strict=True):
+        labels = prediction.to_dict()
+        lines.append(json.dumps({
+            "helpdesk": message.helpdesk, "ticket_id": message.ticket_id, "url": message.url,
+            "updated_at": message.meta.get("updated_at") or None, "subject": message.subject,
+            "text": message.text, "channel": message.channel, **labels}, ensure_ascii=False))
+        if queue is not None:
+            state[queue.add(message, prediction, labels)] += 1
+    return lines
+
+
+def _append_lines(out, lines: list[str], state: dict[str, Any]) -> None:
+    """Append `lines` to the output and make them durable before the checkpoint counts them."""
+    if not lines:
+        return
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    out.write(data)
+    out.flush()
+    os.fsync(out.fileno())
+    state["output_bytes"] += len(data)
+
+
+def _page_done(state: dict[str, Any], page) -> None:
+    """Count a written page in `state` and move its cursor to the next page (None: the history is done)."""
+    state["pages"] += 1
+    state["tickets"] += len(page.messages)
+    state["skipped"] += page.skipped
+    state["cursor"] = page.next_cursor
+    state["finished"] = page.next_cursor is None
 
 
 def _fetch_page(adapter, client, cursor: str | None, since: float | None, *, sleep: Callable[[float], None],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 from tagger.errors import ConfigError
@@ -56,49 +56,80 @@ class Settings:
     def load(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         """Read settings from the config file and `TAGGER_*` environment variables; overrides win."""
         env = dict(os.environ if env is None else env)
-        values: dict[str, object] = {}
-        cfg_path = env.get("TAGGER_CONFIG", "tagger.toml")
-        if Path(cfg_path).is_file():
-            try:
-                values.update(tomllib.loads(Path(cfg_path).read_text(encoding="utf-8")))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from exc
-        elif "TAGGER_CONFIG" in env:
-            raise ConfigError(f"TAGGER_CONFIG points to {cfg_path}, which does not exist")
         known = {f.name: f for f in fields(cls)}
-        unknown = set(values) - set(known)
-        if unknown:
-            raise ConfigError(f"{cfg_path}: unknown setting(s): {', '.join(sorted(unknown))}")
-        for name in known:
-            key = f"TAGGER_{name.upper()}"
-            if key in env:
-                values[name] = env[key]
+        values = _read_config_file(env, known)
+        values.update(_from_env(env, known))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        typed: dict[str, object] = {}
-        for name, raw in values.items():
-            default = known[name].default
-            kind = type(default) if not isinstance(default, type(field)) and default is not None else str
-            if name in ("models_dir", "data_dir"):
-                kind = str
-            if name == "review_threshold":
-                kind = float
-            if kind is bool and isinstance(raw, str):
-                if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-                    raise ConfigError(f"setting {name}={raw!r} is not a valid boolean (use 1/0, true/false)")
-                typed[name] = raw.strip().lower() in ("1", "true", "yes", "on")
-                continue
-            try:
-                typed[name] = kind(raw) if not isinstance(raw, kind) else raw
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
-        settings = cls(**typed)
-        if settings.retention_days < 0 or 0 < settings.retention_days < 7:
-            raise ConfigError(f"retention_days must be 0 (keep everything) or at least 7, got {settings.retention_days}"
-                              " (replayed webhook deliveries are recognised for that long)")
-        if settings.review_threshold is not None and not 0.0 <= settings.review_threshold <= 1.0:
-            raise ConfigError(f"review_threshold must be between 0 and 1, got {settings.review_threshold}")
+        settings = cls(**{name: _typed(name, raw, known[name]) for name, raw in values.items()})
+        _check_ranges(settings)
         return settings
 
     def webhook_secret(self, helpdesk: str) -> str | None:
         """The signing secret of one helpdesk, from `TAGGER_<HELPDESK>_SECRET` (never logged)."""
         return os.environ.get(f"TAGGER_{helpdesk.upper()}_SECRET") or None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _read_config_file(env: dict[str, str], known: dict[str, Field]) -> dict[str, object]:
+    """The settings of the TOML file that `TAGGER_CONFIG` names (default `tagger.toml`, which may be
+    absent; a file named explicitly must exist). Unknown keys are refused: a typo would otherwise be
+    ignored silently."""
+    values: dict[str, object] = {}
+    cfg_path = env.get("TAGGER_CONFIG", "tagger.toml")
+    if Path(cfg_path).is_file():
+        try:
+            values.update(tomllib.loads(Path(cfg_path).read_text(encoding="utf-8")))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from exc
+    elif "TAGGER_CONFIG" in env:
+        raise ConfigError(f"TAGGER_CONFIG points to {cfg_path}, which does not exist")
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{cfg_path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    return values
+
+
+def _from_env(env: dict[str, str], known: dict[str, Field]) -> dict[str, str]:
+    """The settings given as `TAGGER_<NAME>` environment variables, as raw strings."""
+    return {name: env[f"TAGGER_{name.upper()}"] for name in known if f"TAGGER_{name.upper()}" in env}
+
+
+def _kind(name: str, spec: Field) -> type:
+    """The type a setting's value is converted to: its default's type, str where the default comes from a
+    factory (the directories), float for `review_threshold` (whose default is None)."""
+    if name in ("models_dir", "data_dir"):
+        return str
+    if name == "review_threshold":
+        return float
+    default = spec.default
+    return type(default) if not isinstance(default, type(field)) and default is not None else str
+
+
+def _typed(name: str, raw: object, spec: Field) -> object:
+    """`raw` (a string from the environment, or a TOML or override value) converted to the setting's type."""
+    kind = _kind(name, spec)
+    if kind is bool and isinstance(raw, str):
+        return _boolean(name, raw)
+    try:
+        return kind(raw) if not isinstance(raw, kind) else raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def _boolean(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigError(f"setting {name}={raw!r} is not a valid boolean (use 1/0, true/false)")
+    return word in _TRUE
+
+
+def _check_ranges(settings: Settings) -> None:
+    """Values of the right type that still make no sense."""
+    if settings.retention_days < 0 or 0 < settings.retention_days < 7:
+        raise ConfigError(f"retention_days must be 0 (keep everything) or at least 7, got {settings.retention_days}"
+                          " (replayed webhook deliveries are recognised for that long)")
+    if settings.review_threshold is not None and not 0.0 <= settings.review_threshold <= 1.0:
+        raise ConfigError(f"review_threshold must be between 0 and 1, got {settings.review_threshold}")

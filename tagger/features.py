@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import normalize
 
+from tagger.errors import ConfigError
 from tagger.labels import CHANNELS
 
 CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
@@ -138,6 +139,15 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.max_word_features = max_word_features
         self.min_df = min_df
 
+    def _char_vectorizer(self) -> HashedCharNgrams:
+        """The char n-gram block to fit. A bad `char_ngrams` here is the trainer's setting (ConfigError, which
+        the CLI reports in one line); in a model file it stays a ValueError, which loading reports as a
+        broken model (tagger.modelfile)."""
+        try:
+            return HashedCharNgrams(self.char_ngrams, self.n_bits, self.min_df)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
     def _word_vectorizer(self, vocabulary: dict[str, int] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -147,7 +157,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     def fit(self, rows, y=None):
         texts = [r[0] for r in rows]
-        self.char_ = HashedCharNgrams(self.char_ngrams, self.n_bits, self.min_df).fit(texts)
+        self.char_ = self._char_vectorizer().fit(texts)
         self.word_ = self._word_vectorizer().fit(texts)
         self.n_word_ = len(self.word_.vocabulary_)
         return self

@@ -64,19 +64,53 @@ def detect_many(texts: list[str], *, prior: float = 0.0, prior_langs: tuple[str,
     `nb`) and, when Arabic is among them, Arabic typed in Latin letters and digits (Arabizi: "3ayez a3mel
     refund", which py3langid reads as Hausa or Nigerian Pidgin) is `ar`. With the default 0 and no
     `prior_langs` the answers are py3langid's."""
-    ident, nextmove, rowbase, output, ptc = _tables()
+    _tables()  # loads py3langid's model up front, even for a batch with nothing to detect
     todo = [i for i, t in enumerate(texts) if t and has_letters(t)]
     result = [UNKNOWN] * len(texts)
     if not todo:
         return result
     encoded = [_encode(without_placeholders(texts[i])) for i in todo]
-    if len(encoded) < SMALL_BATCH and not prior:  # lockstep pays off only across many messages
-        from py3langid.langid import RAW_FLOOR
+    one_by_one = len(encoded) < SMALL_BATCH and not prior  # lockstep pays off only across many messages
+    labels = _classify_each(encoded) if one_by_one else _classify_lockstep(encoded, prior, prior_langs)
+    for i, lang in zip(todo, labels, strict=True):
+        result[i] = lang
+    if prior_langs and not one_by_one:  # py3langid's own walk answers in its own labels (no CODES, no Arabizi)
+        result = _our_codes(texts, result, prior_langs)
+    return result
 
-        for i, data in zip(todo, encoded, strict=True):
-            lang, score = ident.classify(data)
-            result[i] = UNKNOWN if score == RAW_FLOOR else lang
-        return result
+
+def _classify_each(encoded: list[bytes]) -> list[str]:
+    """py3langid's label of each encoded text, by its own walk through the automaton, one text at a time."""
+    from py3langid.langid import RAW_FLOOR
+
+    ident = _identifier()
+    labels = []
+    for data in encoded:
+        lang, score = ident.classify(data)
+        labels.append(UNKNOWN if score == RAW_FLOOR else lang)
+    return labels
+
+
+def _classify_lockstep(encoded: list[bytes], prior: float, prior_langs: tuple[str, ...]) -> list[str]:
+    """py3langid's label of each encoded text, the automaton run for the whole batch at once."""
+    ident, _nextmove, _rowbase, _output, ptc = _tables()
+    counts = _feature_counts(encoded)
+    np.log1p(counts.data, out=counts.data)
+    scores = _sparse_dense(counts, ptc) + ident.nb_pc
+    if prior:
+        scores += _prior_vector(float(prior), tuple(prior_langs))
+    for i, j in ident._alias_pairs:  # script aliases (srl -> sr) share one label
+        scores[:, i] = np.maximum(scores[:, i], scores[:, j])
+        scores[:, j] = -np.inf
+    best = scores.argmax(axis=1)
+    featureless = np.diff(counts.indptr) == 0
+    return [UNKNOWN if featureless[k] else ident.nb_classes[best[k]] for k in range(len(encoded))]
+
+
+def _feature_counts(encoded: list[bytes]) -> sp.csr_matrix:
+    """How often each of py3langid's features occurs in each text (texts x features): every text's state
+    in the byte automaton advances one column at a time, in lockstep, instead of byte by byte in Python."""
+    _ident, nextmove, rowbase, output, ptc = _tables()
     lengths = np.array([len(b) for b in encoded])
     width = int(lengths.max())
     grid = np.zeros((len(encoded), width), dtype=np.int64)
@@ -94,21 +128,14 @@ def detect_many(texts: list[str], *, prior: float = 0.0, prior_langs: tuple[str,
     r, f = np.concatenate(rows), np.concatenate(feats)
     counts = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, f)), shape=(len(encoded), ptc.shape[0]))
     counts.sum_duplicates()
-    np.log1p(counts.data, out=counts.data)
-    scores = _sparse_dense(counts, ptc) + ident.nb_pc
-    if prior:
-        scores += _prior_vector(float(prior), tuple(prior_langs))
-    for i, j in ident._alias_pairs:  # script aliases (srl -> sr) share one label
-        scores[:, i] = np.maximum(scores[:, i], scores[:, j])
-        scores[:, j] = -np.inf
-    best = scores.argmax(axis=1)
-    featureless = np.diff(counts.indptr) == 0
-    for k, i in enumerate(todo):
-        result[i] = UNKNOWN if featureless[k] else ident.nb_classes[best[k]]
-    if prior_langs:
-        result = [CODES.get(r, r) for r in result]
-        if "ar" in prior_langs:
-            result = ["ar" if r != UNKNOWN and is_arabizi(t) else r for t, r in zip(texts, result, strict=True)]
+    return counts
+
+
+def _our_codes(texts: list[str], result: list[str], prior_langs: tuple[str, ...]) -> list[str]:
+    """py3langid's labels in our codes (`CODES`), and Arabizi as `ar` when Arabic is one of `prior_langs`."""
+    result = [CODES.get(r, r) for r in result]
+    if "ar" in prior_langs:
+        result = ["ar" if r != UNKNOWN and is_arabizi(t) else r for t, r in zip(texts, result, strict=True)]
     return result
 
 

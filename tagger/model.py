@@ -283,33 +283,42 @@ def _fit_head(X, y, groups, weights, C: float, random_state: int) -> LinearHead:
     return LinearHead.from_calibrated(fitted, X[:500])
 
 
-def train(examples: Sequence[Example], *, C: dict[str, float] | None = None, random_state: int = 0,
-          progress: Callable[[str], None] | None = None, encoder: Encoder | None = None,
-          embed_weight: float = 0.7, rated_weight: float = 0.3, with_encoder: bool = True,
-          **featurizer_args) -> Tagger:
-    """Fit the featurizer, the embedding block and both kinds of heads on `examples`. Sentiment-only
-    examples (human-rated real text) train the sentiment heads only, weighted by `rated_weight`.
-    Calibration folds are grouped by writing batch, so near-duplicates never calibrate each other."""
+def _silent(_msg: str) -> None:
+    pass
+
+
+def _require_labelled(examples: Sequence[Example]) -> None:
+    """The stage heads learn from corpus examples only; with fewer than 20 the calibration folds are
+    too thin to mean anything."""
     labelled = [e for e in examples if e.stage is not None]
     if len(labelled) < 20:
         raise DataError("training data", None,
                         f"need at least 20 messages labelled with stage and sentiment to train, got {len(labelled)}")
-    C = {"stage": 0.5, "sentiment": 0.5, **(C or {})}  # chosen by benchmarks/select_params.py
-    featurizer_args = {"word_ngrams": (1, 3), **featurizer_args}  # likewise (trigrams: +0.2 stage F1 on dev)
-    say = progress or (lambda _msg: None)
-    started = time.perf_counter()
-    cleaned = [clean(e.text) for e in examples]
+
+
+def _fit_featurizer(examples: Sequence[Example], cleaned: list[str], featurizer_args: dict,
+                    say: Callable[[str], None]) -> tuple[Featurizer, Any]:
+    """The fitted featurizer and the n-gram block of every example (what the fast heads read)."""
     say(f"featurizing {len(examples)} messages")
     featurizer = build_featurizer(**featurizer_args)
     Xs = featurizer.fit_transform(list(zip(cleaned, [e.channel for e in examples], strict=True)))
-    blocks = {"fast": Xs}
-    embedding = None
-    if with_encoder:
-        encoder = encoder or Encoder()
-        say(f"encoding {len(examples)} messages with {encoder.identity()['package']} (cached by text)")
-        E = encoder.encode(cleaned)
-        embedding = EmbeddingBlock.fit(E, embed_weight)
-        blocks["full"] = sp.hstack([Xs, sp.csr_matrix(embedding.transform(E))], format="csr")
+    return featurizer, Xs
+
+
+def _fit_embedding(encoder: Encoder, cleaned: list[str], Xs, embed_weight: float,
+                   say: Callable[[str], None]) -> tuple[EmbeddingBlock, Any]:
+    """The fitted embedding block and the full block (n-grams beside the weighted embedding)."""
+    say(f"encoding {len(cleaned)} messages with {encoder.identity()['package']} (cached by text)")
+    E = encoder.encode(cleaned)
+    embedding = EmbeddingBlock.fit(E, embed_weight)
+    return embedding, sp.hstack([Xs, sp.csr_matrix(embedding.transform(E))], format="csr")
+
+
+def _fit_heads(examples: Sequence[Example], blocks: dict[str, Any], C: dict[str, float], random_state: int,
+               rated_weight: float, say: Callable[[str], None]) -> dict[str, dict[str, LinearHead]]:
+    """One head per task and block, each on the examples labelled for that task. Sentiment-only examples
+    weigh `rated_weight`; calibration folds are grouped by writing batch (an example without one is its
+    own group), so near-duplicates never calibrate each other."""
     groups = np.array([e.batch or str(i) for i, e in enumerate(examples)])
     weights = np.array([1.0 if e.stage is not None else rated_weight for e in examples])
     fitted: dict[str, dict[str, LinearHead]] = {"fast": {}, "full": {}}
@@ -319,9 +328,32 @@ def train(examples: Sequence[Example], *, C: dict[str, float] | None = None, ran
         for kind, X in blocks.items():
             say(f"training {task} ({kind}: {X.shape[1]} features, {len(rows)} messages)")
             fitted[kind][task] = _fit_head(X[rows], y, groups[rows], weights[rows], C[task], random_state)
+    return fitted
+
+
+def train(examples: Sequence[Example], *, C: dict[str, float] | None = None, random_state: int = 0,
+          progress: Callable[[str], None] | None = None, encoder: Encoder | None = None,
+          embed_weight: float = 0.7, rated_weight: float = 0.3, with_encoder: bool = True,
+          **featurizer_args) -> Tagger:
+    """Fit the featurizer, the embedding block and both kinds of heads on `examples`. Sentiment-only
+    examples (human-rated real text) train the sentiment heads only, weighted by `rated_weight`.
+    Calibration folds are grouped by writing batch, so near-duplicates never calibrate each other."""
+    _require_labelled(examples)
+    C = {"stage": 0.5, "sentiment": 0.5, **(C or {})}  # chosen by benchmarks/select_params.py
+    featurizer_args = {"word_ngrams": (1, 3), **featurizer_args}  # likewise (trigrams: +0.2 stage F1 on dev)
+    say = progress or _silent
+    started = time.perf_counter()
+    cleaned = [clean(e.text) for e in examples]
+    featurizer, Xs = _fit_featurizer(examples, cleaned, featurizer_args, say)
+    blocks = {"fast": Xs}
+    embedding = None
+    encoder = (encoder or Encoder()) if with_encoder else None
+    if encoder is not None:
+        embedding, blocks["full"] = _fit_embedding(encoder, cleaned, Xs, embed_weight, say)
+    fitted = _fit_heads(examples, blocks, C, random_state, rated_weight, say)
     say(f"trained in {time.perf_counter() - started:.1f}s")
     params = {"C": C, "random_state": random_state, "n_features": int(Xs.shape[1]),
               "embed_weight": embed_weight if with_encoder else None, "rated_weight": rated_weight}
     return Tagger(featurizer=featurizer, heads=fitted["full"] or fitted["fast"], fast_heads=fitted["fast"],
-                  embedding=embedding, encoder_identity=encoder.identity() if with_encoder else None,
-                  encoder=encoder if with_encoder else None, metadata=params)
+                  embedding=embedding, encoder_identity=encoder.identity() if encoder is not None else None,
+                  encoder=encoder, metadata=params)
