@@ -61,14 +61,15 @@ class BenchAdapter:
         return None
 
     def parse(self, payload: Any, headers: Mapping[str, str]):
-        from tagger.helpdesks.base import Message, require
+        from tagger.helpdesks.contract import Message
+        from tagger.helpdesks.payload import require
 
         return Message(helpdesk=self.name, ticket_id=str(require(payload, "ticket_id")),
                        text=str(require(payload, "text")), event_id=str(require(payload, "event_id")),
                        channel=str(payload.get("channel") or "ticket"))
 
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
-        from tagger.helpdesks.base import raise_for_response
+        from tagger.helpdesks.contract import raise_for_response
 
         response = client.post(f"{self.base_url}/tickets/{ticket_id}/tags", json={"add": add, "remove": remove})
         raise_for_response(response, f"bench ticket {ticket_id}")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from tagger.config import Settings
-    from tagger.helpdesks.base import Message
+    from tagger.helpdesks.contract import Message
     from tagger.model import Tagger
     from tagger.store import Store
 

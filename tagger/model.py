@@ -185,14 +185,7 @@ class Tagger:
         defaults = {"fast_heads": {}, "embedding": None, "encoder_identity": None, "fast": False, "encoder": None}
         self.__dict__.update({**defaults, **state})
 
-    # -- loading -----------------------------------------------------------------------------------------
-    @classmethod
-    def load(cls, path: str = "models/current", **settings) -> Tagger:
-        """Load a model version from the registry, verifying its SHA-256 first (see tagger.registry)."""
-        from tagger.registry import load_tagger
-
-        return load_tagger(path, **settings)
-
+    # loading and saving are the registry's (tagger.registry.load_tagger, tagger.modelfile): a Tagger is data
     @property
     def uses_encoder(self) -> bool:
         return not self.fast and self.embedding is not None

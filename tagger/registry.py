@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger import modelfile
+from tagger.encoder import check_identity
 from tagger.errors import IntegrityError, ModelError
 
 LEGACY_FILE = "model.joblib"
@@ -294,8 +295,6 @@ class Registry:
             warnings.warn(f"model {version} was saved with scikit-learn {saved}, running "
                           f"{sklearn.__version__}; retrain if predictions look wrong", stacklevel=2)
         tagger = modelfile.load(self.folder(version))
-        from tagger.encoder import check_identity
-
         check_identity(tagger.encoder_identity)  # refuse a model of another encoder
         tagger.metadata = meta
         return tagger

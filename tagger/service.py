@@ -50,11 +50,12 @@ from starlette.routing import Route
 
 from tagger.access import allowed, parse_proxies
 from tagger.config import Settings
+from tagger.dashboard import dashboard_routes
 from tagger.errors import ConfigError, HelpdeskError, TaggerError, WebhookError
 from tagger.helpdesks import load_adapters
-from tagger.helpdesks.base import Adapter, Message
+from tagger.helpdesks.contract import Adapter, Message
 from tagger.ingest import TAGGED, Outcome, ingest, own_tags
-from tagger.registry import ACTIVE_FILE
+from tagger.registry import ACTIVE_FILE, load_tagger
 from tagger.sanitize import install_log_redaction, no_nul, web_url
 from tagger.store import Store, StoreError
 from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker
@@ -94,9 +95,7 @@ class ModelHolder:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self):
-        from tagger.model import Tagger
-
-        tagger = Tagger.load(str(Path(self.settings.models_dir) / "current"),
+        tagger = load_tagger(str(Path(self.settings.models_dir) / "current"),
                              review_threshold=self.settings.review_threshold,
                              fast=self.settings.fast_model or None,
                              stage_prefix=self.settings.stage_tag_prefix,
@@ -439,8 +438,6 @@ def create_app(settings: Settings | None = None, tagger=None, *, store: Store | 
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
     ]
     if dashboard:
-        from tagger.dashboard import dashboard_routes
-
         routes += dashboard_routes(store, settings)
     app = Starlette(
         routes=routes,

@@ -12,6 +12,10 @@ from typing import Any
 
 from tagger import data as data_mod
 from tagger.errors import TaggerError
+from tagger.evaluate import evaluate
+from tagger.feedback import feedback_examples
+from tagger.model import train
+from tagger.registry import Registry
 
 # The review threshold is the lowest one at which the messages without a review tag have both labels right
 # at least this often on the held-out split, so that an untagged label can be trusted (README, "Review tag").
@@ -44,9 +48,6 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
                   progress: Callable[[str], None] | None = None, **train_args) -> TrainResult:
     """Train both tasks (full and fast heads), evaluate on the held-out batches, save a new version and
     (unless told not to) activate it behind the quality guard."""
-    from tagger.evaluate import evaluate
-    from tagger.model import train
-    from tagger.registry import Registry
 
     started = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -56,7 +57,6 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
     if no_holdout:
         train_set, test_set = train_set + test_set, []
     if feedback:
-        from tagger.feedback import feedback_examples
 
         fb = feedback_examples(settings)
         say(f"adding {len(fb)} agent corrections from the store")
@@ -115,7 +115,5 @@ def activate_version(registry, version: str, *, force: bool = False, max_drop: f
     measured = None
     current = registry.current() if registry.versions() else None
     if heldout and not force and max_drop is not None and current and current != version:
-        from tagger.evaluate import evaluate
-
         measured = (evaluate(registry.load(current), heldout), evaluate(registry.load(version), heldout))
     return registry.activate(version, force=force, max_drop=max_drop, measured=measured)

@@ -21,7 +21,7 @@ import httpx
 
 from tagger.config import Settings
 from tagger.errors import HelpdeskError, TaggerError
-from tagger.helpdesks.base import Adapter
+from tagger.helpdesks.contract import Adapter
 from tagger.store import OutboxItem, Store, StoreError, utcnow
 
 log = logging.getLogger("tagger.worker")

@@ -13,9 +13,9 @@ DATA = ROOT / "training_data"
 @pytest.fixture(scope="session")
 def shipped_model():
     """The model committed in models/ (the one `make run` uses), loaded and SHA-256 verified."""
-    from tagger.model import Tagger
+    from tagger.registry import load_tagger
 
-    return Tagger.load(str(MODELS / "current"))
+    return load_tagger(MODELS / "current")
 
 
 @pytest.fixture(scope="session")

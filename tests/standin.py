@@ -28,7 +28,9 @@ import uvicorn
 
 from tagger.config import PACKAGE_ROOT
 from tagger.errors import WebhookError
-from tagger.helpdesks.base import Message, constant_time_equal, hmac_hex, raise_for_response, require
+from tagger.helpdesks.contract import Message, raise_for_response
+from tagger.helpdesks.payload import require
+from tagger.helpdesks.signing import constant_time_equal, hmac_hex
 
 SHIPPED_MODELS = PACKAGE_ROOT / "models"
 
@@ -194,7 +196,7 @@ class StandinHelpdesk:
 
 # -- the adapter ---------------------------------------------------------------------------------------------
 class StandinAdapter:
-    """A minimal `tagger.helpdesks.base.Adapter` for the stand-in (HMAC-SHA256 hex in X-Standin-Signature)."""
+    """A minimal `tagger.helpdesks.contract.Adapter` for the stand-in (HMAC-SHA256 hex in X-Standin-Signature)."""
 
     name: ClassVar[str] = "standin"
     EVENTS: ClassVar[tuple[str, ...]] = ("message.created", "ticket.updated")

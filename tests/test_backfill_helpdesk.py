@@ -414,7 +414,7 @@ def test_every_built_in_helpdesk_with_a_ticket_api_can_be_backfilled():
     """Issue 11.6: Zammad, Chatwoot and LiveAgent joined Zendesk, Freshdesk, Help Scout and django-helpdesk;
     only the generic adapter (no API of ours to list) has no listing."""
     from tagger.helpdesks import ADAPTERS
-    from tagger.helpdesks.base import BaseAdapter
+    from tagger.helpdesks.contract import BaseAdapter
 
     listing = {name for name, cls in ADAPTERS.items() if cls.list_tickets is not BaseAdapter.list_tickets}
     assert listing == set(ADAPTERS) - {"generic"}

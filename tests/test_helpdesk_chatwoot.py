@@ -172,8 +172,7 @@ def test_parse_rejects(mutate, status_reason):
 # -- verify ---------------------------------------------------------------------------------------------------
 
 def signed(body: bytes, ts: str = "1627063369", secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"X-Chatwoot-Signature": f"sha256={digest}", "X-Chatwoot-Timestamp": ts,
+    return {**adapter(secret=secret).scheme().sign(body, now=float(ts)),
             "X-Chatwoot-Delivery": "7d3f2c10-1111-4c8e-9a55-0d2f1b1c9e01"}
 
 
@@ -181,6 +180,16 @@ def test_verify_accepts_signed_delivery():
     """https://developers.chatwoot.com/api-reference/webhooks/add-a-webhook (Webhook `secret`)."""
     body = json.dumps(PAYLOAD).encode()
     adapter().verify(signed(body), body, NOW)
+
+
+def test_signature_is_the_documented_formula():
+    """Known answer, computed independently of the adapter: X-Chatwoot-Signature = "sha256=" + hex
+    HMAC-SHA256(secret, "{X-Chatwoot-Timestamp}." + raw body)."""
+    body = json.dumps(PAYLOAD).encode()
+    digest = hmac.new(SECRET.encode(), b"1627063369." + body, hashlib.sha256).hexdigest()
+    documented = {"X-Chatwoot-Signature": f"sha256={digest}", "X-Chatwoot-Timestamp": "1627063369"}
+    assert adapter().scheme().sign(body, now=1627063369) == documented
+    adapter().verify(documented, body, NOW)
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "ts_swapped", "no_ts", "bad_prefix"])

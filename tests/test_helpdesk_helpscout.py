@@ -151,13 +151,20 @@ def test_parse_rejects(payload, headers, reason):
 # -- verify (base64 HMAC-SHA1 of the raw body) -----------------------------------------------------------------
 
 def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {**REPLY, "X-HelpScout-Signature":
-            base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha1).digest()).decode()}
+    return {**REPLY, **HelpScoutAdapter(token="t", secret=secret).scheme().sign(body)}
 
 
 def test_verify_accepts():
     body = json.dumps(PAYLOAD).encode()
     adapter().verify(signed(body), body, 0.0)
+
+
+def test_signature_is_the_documented_formula():
+    """Known answer, computed independently of the adapter: X-HelpScout-Signature = base64(HMAC-SHA1(secret, body))."""
+    body = json.dumps(PAYLOAD).encode()
+    expected = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha1).digest()).decode()
+    assert adapter().scheme().sign(body) == {"X-HelpScout-Signature": expected}
+    adapter().verify({**REPLY, "X-HelpScout-Signature": expected}, body, 0.0)
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "missing", "hex_instead_of_base64"])

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import iso_utc
+from tagger.helpdesks.payload import iso_utc
 from tagger.helpdesks.zammad import ZammadAdapter
 
 from .helpdesk_fake import FakeHelpdesk, Reply
@@ -170,12 +170,21 @@ def test_parse_rejects_missing_fields(mutate, reason):
 # -- verify (WEBHOOK_ADD: X-Hub-Signature: sha1=<hex HMAC-SHA1 of the body>) ---------------------------------
 
 def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {**HEADERS, "X-Hub-Signature": "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+    return {**HEADERS, **adapter(secret=secret).scheme().sign(body)}
 
 
 def test_verify_accepts_signed_body():
     body = json.dumps(PAYLOAD).encode()
     adapter().verify(signed(body), body, 0.0)
+
+
+def test_signature_is_the_documented_formula():
+    """Known answer, computed independently of the adapter as UserAgent.set_signature writes it:
+    X-Hub-Signature = "sha1=" + hex HMAC-SHA1(signature token, body)."""
+    body = json.dumps(PAYLOAD).encode()
+    expected = "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
+    assert adapter().scheme().sign(body) == {"X-Hub-Signature": expected}
+    adapter().verify({**HEADERS, "X-Hub-Signature": expected}, body, 0.0)
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "missing", "sha256_prefix", "bare_hex"])

@@ -39,11 +39,11 @@ PAYLOAD = {
 }
 
 
-def sign(body: bytes, timestamp: str = TIMESTAMP, secret: str = SECRET) -> dict[str, str]:
-    """Independent re-implementation of base64(HMACSHA256(TIMESTAMP + BODY)) from the verifying page."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
-    return {"X-Zendesk-Webhook-Signature": base64.b64encode(digest).decode(),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+def sign(body: bytes, at: float = SIGNED_AT, secret: str = SECRET) -> dict[str, str]:
+    """The headers of a delivery Zendesk signs at epoch second `at` (the adapter scheme's `sign`; the scheme itself
+    is checked against the verifying page in test_signature_is_the_documented_formula)."""
+    signer = ZendeskAdapter(base_url="https://example.zendesk.com", token="t", secret=secret).scheme()
+    return {**signer.sign(body, now=at),
             "X-Zendesk-Webhook-Invocation-Id": "8350205582", "X-Zendesk-Webhook-Id": "01F1KRFQ6BG29CNWFR60NK5FNY"}
 
 
@@ -140,6 +140,16 @@ def test_parse_rejects_unusable_payloads(payload, reason):
 def test_verify_accepts_a_signed_delivery():
     body = json.dumps(PAYLOAD).encode()
     adapter().verify(sign(body), body, NOW)
+
+
+def test_signature_is_the_documented_formula():
+    """Known answer, computed independently of the adapter as the verifying page writes it:
+    base64(HMACSHA256(TIMESTAMP + BODY)), the timestamp in the anatomy page's format."""
+    body = json.dumps(PAYLOAD).encode()
+    expected = base64.b64encode(hmac.new(SECRET.encode(), TIMESTAMP.encode() + body, hashlib.sha256).digest()).decode()
+    documented = {"X-Zendesk-Webhook-Signature": expected, "X-Zendesk-Webhook-Signature-Timestamp": TIMESTAMP}
+    assert adapter().scheme().sign(body, now=SIGNED_AT) == documented
+    adapter().verify(documented, body, NOW)
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "future", "missing", "timestamp_swapped"])
@@ -296,7 +306,7 @@ def test_the_service_answers_duplicate_to_a_replay_and_ignored_with_the_reason_t
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'z.db'}", outbox_base_delay_s=0.05, worker_poll_s=0.02)
     app = create_app(settings, shipped_model, adapters={"zendesk": adapter(hd.url)},
                      worker_options={"client": local_client(2.0)})
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).timestamp()
     body = json.dumps(PAYLOAD).encode()
     agent_body = json.dumps({**PAYLOAD, "author_role": "Agent", "message": "<p>We are on it.</p>"}).encode()
     with LiveServer(app) as server:
@@ -330,7 +340,7 @@ def test_the_service_classifies_customer_text_that_quotes_a_placeholder(hd, tmp_
     raw = json.dumps({**PAYLOAD, "message": "<p>Your invoice e-mail shows {{customer.first_name}} instead of "
                                             "my name. Please fix it.</p>"}).encode()
     with LiveServer(app) as server:
-        headers = {**sign(raw, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")), "Content-Type": "application/json"}
+        headers = {**sign(raw, datetime.now(UTC).timestamp()), "Content-Type": "application/json"}
         answer = server.client.post("/webhooks/zendesk", content=raw, headers=headers)
         wait_until(lambda: any(r.method == "PUT" for r in hd.requests), timeout=10, what="the tag write")
     assert answer.status_code == 202 and answer.json()["status"] == "tagged", answer.text

@@ -7,6 +7,7 @@ Per-helpdesk contract tests (each citing its documentation pages) are in tests/t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -19,17 +20,10 @@ from hypothesis import strategies as st
 from tagger.config import Settings
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
 from tagger.helpdesks import ADAPTERS, get_adapter
-from tagger.helpdesks.base import (
-    Adapter,
-    BaseAdapter,
-    Message,
-    channel_from,
-    get_in,
-    shared_token_ok,
-    split_tags,
-    stable_event_id,
-)
+from tagger.helpdesks.contract import Adapter, BaseAdapter, Message
 from tagger.helpdesks.generic import GenericAdapter, parse_fields
+from tagger.helpdesks.payload import channel_from, get_in, split_tags, stable_event_id
+from tagger.helpdesks.signing import Base64Hmac, HexHmac, SharedToken, TimestampedSha256, shared_token_ok
 
 from .helpdesk_fake import FakeHelpdesk
 from .test_helpdesk_chatwoot import PAYLOAD as CHATWOOT
@@ -92,7 +86,7 @@ def test_common_settings_come_from_env_or_settings():
     assert adapter.tolerance_s == 60 and adapter.is_own("stage-zmot") and not adapter.is_own("mot_zmot")
     adapter = get_adapter("zendesk", ENV, settings=Settings(signature_tolerance_s=42, sentiment_tag_prefix="s_"))
     assert adapter.tolerance_s == 42 and adapter.is_own("s_negative")
-    with pytest.raises(ConfigError, match="TAGGER_SIGNATURE_TOLERANCE_S"):
+    with pytest.raises(ConfigError, match="signature_tolerance_s"):      # Settings.load names the setting
         get_adapter("zendesk", {**ENV, "TAGGER_SIGNATURE_TOLERANCE_S": "soon"})
 
 
@@ -131,6 +125,39 @@ def test_shared_token_checks_every_place():
     assert shared_token_ok({"authorization": "Bearer s3"}, None, "s3")
     assert not shared_token_ok({"authorization": "Bearer s3"}, {"token": "x"}, "s4")
     assert stable_event_id("x", 1, None) == stable_event_id("x", "1", "") != stable_event_id("y", 1, None)
+
+
+SCHEMES = [SharedToken("s3cret", basic=True), Base64Hmac("s3cret", "X-Sig", digest="sha1"),
+           Base64Hmac("s3cret", "X-Sig", timestamp_header="X-Ts", tolerance_s=60),
+           HexHmac("s3cret", "X-Hub-Signature"), TimestampedSha256("s3cret", "X-Sig", "X-Ts", tolerance_s=60)]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: type(s).__name__)
+def test_every_scheme_verifies_what_its_sign_twin_sends_and_nothing_else(scheme):
+    body, now = b'{"ticket_id": 1}', 1_700_000_000.0
+    headers = scheme.sign(body, now=now)
+    scheme.verify(headers, body, now)
+    scheme.verify({k.lower(): v for k, v in headers.items()}, body, now + 59)      # header names are case-blind
+    assert "s3cret" not in repr(scheme)
+    refused = [(dataclasses.replace(scheme, secret="other").sign(body, now=now), body, now), ({}, body, now)]
+    if not isinstance(scheme, SharedToken):       # the token covers neither body nor time
+        refused.append((headers, body + b" ", now))
+    if getattr(scheme, "timestamp_header", None):
+        refused.append((headers, body, now + 61))
+    for h, b, at in refused:
+        with pytest.raises(WebhookError) as err:
+            scheme.verify(h, b, at)
+        assert err.value.status == 401 and err.value.reason
+
+
+def test_shared_token_sign_covers_every_place_it_is_read():
+    token = SharedToken("s3cret", basic=True)
+    for via in ("header", "bearer", "basic"):
+        token.verify(token.sign(via=via), b"", 0.0)
+    token.verify({}, b"", 0.0, query=token.sign(via="query"))
+    assert token.sign(via="query") == {"token": "s3cret"} and token.sign() == {"X-Tagger-Token": "s3cret"}
+    with pytest.raises(WebhookError, match="missing or wrong"):
+        SharedToken("s3cret").verify(token.sign(via="basic"), b"", 0.0)     # Basic auth only where enabled
 
 
 # -- generic (our own contract) -------------------------------------------------------------------------------
@@ -172,9 +199,10 @@ def test_generic_fields_config_errors():
 
 def test_generic_verify_signature_and_token():
     body = json.dumps(GENERIC_PAYLOAD).encode()
-    ts = "1700000000"
-    sig = "sha256=" + hmac.new(b"gs", ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    headers = {"X-Tagger-Signature": sig, "X-Tagger-Timestamp": ts}
+    headers = generic().scheme().sign(body, now=1700000000)
+    # known answer, computed independently: sha256=<hex HMAC-SHA256(secret, "{timestamp}." + raw body)>
+    assert headers == {"X-Tagger-Signature": "sha256=" + hmac.new(b"gs", b"1700000000." + body, hashlib.sha256).hexdigest(),
+                       "X-Tagger-Timestamp": "1700000000"}
     generic().verify(headers, body, 1700000100.0)
     generic().verify({"X-Tagger-Token": "gs"}, body, 0.0)
     for h, b, now in [(headers, body + b" ", 1700000100.0), (headers, body, 1700000301.0),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tagger.cli import cli as service_cli
 from tagger.config import Settings
 from tagger.errors import IntegrityError, WebhookError
-from tagger.helpdesks.base import hmac_hex
+from tagger.helpdesks.signing import hmac_hex
 from tagger.labels import SENTIMENTS, STAGES
 from tagger.registry import META_FILE, Registry
 from tagger.service import create_app

@@ -1,4 +1,4 @@
-"""Helpdesk adapters: one module per helpdesk, all behind `tagger.helpdesks.base.Adapter`.
+"""Helpdesk adapters: one module per helpdesk, all behind `tagger.helpdesks.contract.Adapter`.
 
 `get_adapter("zendesk")` builds an adapter from `TAGGER_ZENDESK_*` environment variables; `ADAPTERS` maps every
 name to its class. Setup per helpdesk (webhook URL `/webhooks/<name>`, what to configure, which variables):
@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tagger.config import Settings
 from tagger.errors import ConfigError, TaggerError
-from tagger.helpdesks.base import Adapter, BaseAdapter, Message
 from tagger.helpdesks.chatwoot import ChatwootAdapter
+from tagger.helpdesks.contract import Adapter, BaseAdapter, Message
 from tagger.helpdesks.djangohelpdesk import DjangoHelpdeskAdapter
 from tagger.helpdesks.freshdesk import FreshdeskAdapter
 from tagger.helpdesks.generic import GenericAdapter
@@ -22,43 +23,32 @@ from tagger.helpdesks.liveagent import LiveAgentAdapter
 from tagger.helpdesks.zammad import ZammadAdapter
 from tagger.helpdesks.zendesk import ZendeskAdapter
 
-if TYPE_CHECKING:
-    from tagger.config import Settings
-
 ADAPTERS: dict[str, type[BaseAdapter]] = {
     cls.name: cls
     for cls in (ZendeskAdapter, FreshdeskAdapter, ZammadAdapter, ChatwootAdapter, LiveAgentAdapter,
                 HelpScoutAdapter, DjangoHelpdeskAdapter, GenericAdapter)
 }
+#: what a custom adapter (`--adapter MODULE:FACTORY`) must have at the least: the webhook part of `Adapter`
+WEBHOOK_MEMBERS = ("verify", "parse", "write_tags", "name")
 
 
-def _common(env: Mapping[str, str], settings: Settings | None) -> dict[str, Any]:
+def _common(settings: Settings) -> dict[str, Any]:
     """The settings every adapter shares: replay window and the tag prefixes that say which tags are ours."""
-    if settings is not None:
-        return {"tolerance_s": float(settings.signature_tolerance_s),
-                "stage_prefix": settings.stage_tag_prefix, "sentiment_prefix": settings.sentiment_tag_prefix}
-    raw = env.get("TAGGER_SIGNATURE_TOLERANCE_S") or "300"
-    try:
-        tolerance = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"TAGGER_SIGNATURE_TOLERANCE_S={raw!r} is not a number of seconds") from exc
-    return {"tolerance_s": tolerance,
-            "stage_prefix": env.get("TAGGER_STAGE_TAG_PREFIX") or "mot_",
-            "sentiment_prefix": env.get("TAGGER_SENTIMENT_TAG_PREFIX") or "sentiment_"}
+    return {"tolerance_s": float(settings.signature_tolerance_s),
+            "stage_prefix": settings.stage_tag_prefix, "sentiment_prefix": settings.sentiment_tag_prefix}
 
 
 def get_adapter(name: str, env: Mapping[str, str] = os.environ, *, settings: Settings | None = None) -> Adapter:
     """The adapter for helpdesk `name`, configured from `TAGGER_<NAME>_*` variables in `env`.
 
-    Raises `ConfigError` for an unknown name or a missing variable (the message names it). `settings`, when
-    given, supplies the replay window and tag prefixes (else `TAGGER_SIGNATURE_TOLERANCE_S`,
-    `TAGGER_STAGE_TAG_PREFIX`, `TAGGER_SENTIMENT_TAG_PREFIX` from `env`).
+    Raises `ConfigError` for an unknown name or a missing variable (the message names it). The replay window and
+    the tag prefixes come from `settings` (None: `Settings.load(env)`).
     """
     key = (name or "").strip().lower()
     cls = ADAPTERS.get(key)
     if cls is None:
         raise ConfigError(f"unknown helpdesk {name!r}; known: {', '.join(sorted(ADAPTERS))}")
-    return cls.from_env(env, **_common(env, settings))
+    return cls.from_env(env, **_common(Settings.load(dict(env)) if settings is None else settings))
 
 
 # -- loading the configured adapters ------------------------------------------------------------------------------------------------
@@ -67,16 +57,22 @@ def load_adapters(extra: Iterable[str] = (), env: Mapping[str, str] | None = Non
     """The built-in helpdesk adapters plus custom ones given as `module:factory` (factory(env) -> Adapter).
 
     Returns (adapters by name, configuration errors by name): an adapter that cannot be configured is
-    reported, not fatal, so the other helpdesks keep working.
+    reported, not fatal, so the other helpdesks keep working. The replay window and the tag prefixes come from
+    `settings` (None: `Settings.load(env)`).
     """
     env = os.environ if env is None else env
     adapters: dict[str, Adapter] = {}
     errors: dict[str, str] = {}
-    for name in ADAPTERS:
-        try:
-            adapters[name] = get_adapter(name, env, settings=settings)
-        except TaggerError as exc:
-            errors[name] = str(exc)
+    try:
+        shared = Settings.load(dict(env)) if settings is None else settings
+    except ConfigError as exc:     # every built-in adapter needs the shared settings: each reports the error
+        errors.update(dict.fromkeys(ADAPTERS, str(exc)))
+    else:
+        for name in ADAPTERS:
+            try:
+                adapters[name] = get_adapter(name, env, settings=shared)
+            except TaggerError as exc:
+                errors[name] = str(exc)
     for spec in extra:
         adapter = load_adapter_spec(spec, env)
         adapters[adapter.name] = adapter
@@ -94,7 +90,7 @@ def load_adapter_spec(spec: str, env: Mapping[str, str]) -> Adapter:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"adapter {spec!r}: {exc}") from exc
     adapter = factory(env)
-    if not isinstance(adapter, Adapter):
+    if any(getattr(adapter, member, None) is None for member in WEBHOOK_MEMBERS):
         raise ConfigError(f"adapter {spec!r}: {type(adapter).__name__} lacks verify/parse/write_tags/name")
     return adapter
 

@@ -58,11 +58,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
     get_header,
@@ -73,8 +70,8 @@ from tagger.helpdesks.base import (
     split_tags,
     stable_event_id,
     ticket_id_from,
-    verify_timestamped_sha256,
 )
+from tagger.helpdesks.signing import TimestampedSha256
 
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
 TIMESTAMP_HEADER = "X-Chatwoot-Timestamp"
@@ -202,11 +199,9 @@ class ChatwootAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        verify_timestamped_sha256(headers, body, now, query, secret=self._require_secret(),
-                                  signature_header=SIGNATURE_HEADER, timestamp_header=TIMESTAMP_HEADER,
-                                  tolerance_s=self.tolerance_s, who="Chatwoot webhook")
+    def scheme(self) -> TimestampedSha256:
+        return TimestampedSha256(self._require_secret(), SIGNATURE_HEADER, TIMESTAMP_HEADER, self.tolerance_s,
+                                 who="Chatwoot webhook")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         event = require(payload, "event")

@@ -60,20 +60,17 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     get_in,
     history_message,
     quote_id,
     require,
-    shared_token_ok,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import SharedToken
 from tagger.labels import SENTIMENTS, STAGES, labels_from_tags, review_tag, sentiment_tag, stage_tag
 
 log = logging.getLogger("tagger.helpdesks.djangohelpdesk")
@@ -131,12 +128,10 @@ class DjangoHelpdeskAdapter(BaseAdapter):
                    secret=secret or alias, **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        if not shared_token_ok(headers, query, secret):
-            raise WebhookError(401, "django-helpdesk does not sign webhooks: the shared token (?token= in the "
-                                    "webhook URL, or an X-Tagger-Token header) is missing or wrong")
+    def scheme(self) -> SharedToken:
+        return SharedToken(self._require_secret(),
+                           refusal="django-helpdesk does not sign webhooks: the shared token (?token= in the "
+                                   "webhook URL, or an X-Tagger-Token header) is missing or wrong")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         if not isinstance(payload, Mapping):

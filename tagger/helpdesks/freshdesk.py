@@ -63,11 +63,8 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
     get_in,
@@ -75,11 +72,11 @@ from tagger.helpdesks.base import (
     is_unrendered,
     iso_utc,
     quote_id,
-    shared_token_ok,
     split_tags,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import SharedToken
 
 #: `source` codes of the Tickets API (https://developers.freshdesk.com/api/#tickets) -> our channels.
 SOURCE_CODES = {"1": "ticket", "2": "ticket", "3": "ticket", "7": "chat", "9": "ticket", "10": "ticket"}
@@ -138,12 +135,10 @@ class FreshdeskAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        if not shared_token_ok(headers, query, secret, basic=True):
-            raise WebhookError(401, "Freshdesk does not sign webhooks: the shared token (Basic auth password, "
-                                    "X-Tagger-Token header or ?token=) is missing or wrong")
+    def scheme(self) -> SharedToken:
+        return SharedToken(self._require_secret(), basic=True,
+                           refusal="Freshdesk does not sign webhooks: the shared token (Basic auth password, "
+                                   "X-Tagger-Token header or ?token=) is missing or wrong")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         if not isinstance(payload, Mapping):
@@ -215,15 +210,26 @@ class FreshdeskAdapter(BaseAdapter):
 
     # -- API --------------------------------------------------------------------------------------------
     def list_tickets(self, client: httpx.Client, cursor: str | None, since: float | None) -> TicketPage:
-        what = "freshdesk list tickets"
         state = json.loads(cursor) if cursor else {"since": iso_utc(since or 0), "page": 1, "seen": []}
+        response, tickets = self._ticket_page(client, state)
+        messages, skipped = self._history(tickets, set(state["seen"]))
+        return TicketPage(messages, self._next_cursor(response, tickets, state), skipped)
+
+    def _ticket_page(self, client: httpx.Client, state: Mapping[str, Any]) -> tuple[httpx.Response, list[Any]]:
+        """One page of List All Tickets, oldest change first, from the listing position `state`."""
+        what = "freshdesk list tickets"
         response = self._send(client, "GET", self.api_url("/api/v2/tickets"), what, headers=self._auth, params={
             "updated_since": state["since"], "order_by": "updated_at", "order_type": "asc",
             "per_page": self.per_page, "page": state["page"], "include": "description"})
         tickets = self._json(response, what)
         if not isinstance(tickets, list):
             raise HelpdeskError(f"{what}: expected a JSON list of tickets", status=200, permanent=True)
-        seen, messages, skipped = set(state["seen"]), [], 0
+        return response, tickets
+
+    def _history(self, tickets: list[Any], seen: set[str]) -> tuple[list[Message], int]:
+        """The listed tickets as messages, and how many had nothing to classify (no id or description, seen at
+        the previous page's last second, or opened by an agent's outbound e-mail)."""
+        messages, skipped = [], 0
         for ticket in tickets:
             ticket_id = as_text(get_in(ticket, "id"))
             text = as_text(get_in(ticket, "description_text")) or ""
@@ -235,17 +241,21 @@ class FreshdeskAdapter(BaseAdapter):
                 self.name, ticket_id, text, subject=as_text(ticket.get("subject")) or "",
                 channel=_source_of(source), tags=split_tags(ticket.get("tags")),
                 url=f"{self.base_url}/a/tickets/{ticket_id}", updated=as_text(ticket.get("updated_at")) or ""))
+        return messages, skipped
+
+    def _next_cursor(self, response: httpx.Response, tickets: list[Any], state: Mapping[str, Any]) -> str | None:
+        """The next page while the `link` header has `rel="next"`; past page `max_page`, the listing starts again
+        from the last ticket's `updated_at`, remembering the tickets already seen at that second."""
         if 'rel="next"' not in response.headers.get("link", "").replace("rel=next", 'rel="next"'):
-            return TicketPage(messages, None, skipped)
+            return None
         if state["page"] < self.max_page:
-            return TicketPage(messages, json.dumps({**state, "page": state["page"] + 1}), skipped)
+            return json.dumps({**state, "page": state["page"] + 1})
         last = as_text(get_in(tickets, -1, "updated_at")) if tickets else None
         if not last or last == state["since"]:
-            raise HelpdeskError(f"{what}: more than {self.max_page} pages of tickets updated at {state['since']}; "
-                                "the listing cannot page past them", permanent=True)
+            raise HelpdeskError(f"freshdesk list tickets: more than {self.max_page} pages of tickets updated at "
+                                f"{state['since']}; the listing cannot page past them", permanent=True)
         at_last = [as_text(get_in(t, "id")) for t in tickets if as_text(get_in(t, "updated_at")) == last]
-        return TicketPage(messages, json.dumps({"since": last, "page": 1, "seen": [i for i in at_last if i]}),
-                          skipped)
+        return json.dumps({"since": last, "page": 1, "seen": [i for i in at_last if i]})
 
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         url = self.api_url(f"/api/v2/tickets/{quote_id(ticket_id)}")

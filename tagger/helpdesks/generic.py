@@ -34,10 +34,8 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import ConfigError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
     get_in,
@@ -45,8 +43,8 @@ from tagger.helpdesks.base import (
     split_tags,
     stable_event_id,
     ticket_id_from,
-    verify_timestamped_sha256,
 )
+from tagger.helpdesks.signing import TimestampedSha256
 
 SIGNATURE_HEADER = "X-Tagger-Signature"
 TIMESTAMP_HEADER = "X-Tagger-Timestamp"
@@ -124,11 +122,9 @@ class GenericAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        verify_timestamped_sha256(headers, body, now, query, secret=self._require_secret(),
-                                  signature_header=SIGNATURE_HEADER, timestamp_header=TIMESTAMP_HEADER,
-                                  tolerance_s=self.tolerance_s, who="webhook")
+    def scheme(self) -> TimestampedSha256:
+        return TimestampedSha256(self._require_secret(), SIGNATURE_HEADER, TIMESTAMP_HEADER, self.tolerance_s,
+                                 who="webhook")
 
     def _field(self, payload: Any, name: str) -> Any:
         return get_in(payload, *self.fields[name])

@@ -50,24 +50,20 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
-    constant_time_equal,
     get_header,
     get_in,
     history_message,
-    hmac_b64,
     iso_utc,
     quote_id,
     split_tags,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import Base64Hmac
 
 SIGNATURE_HEADER = "X-HelpScout-Signature"
 EVENT_HEADER = "X-HelpScout-Event"
@@ -124,14 +120,8 @@ class HelpScoutAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        signature = get_header(headers, SIGNATURE_HEADER)
-        if not signature:
-            raise WebhookError(401, f"missing {SIGNATURE_HEADER} header")
-        if not constant_time_equal(hmac_b64(secret, body, "sha1"), signature.strip()):
-            raise WebhookError(401, "Help Scout webhook signature does not match")
+    def scheme(self) -> Base64Hmac:
+        return Base64Hmac(self._require_secret(), SIGNATURE_HEADER, "Help Scout webhook", digest="sha1")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         event = get_header(headers, EVENT_HEADER)

@@ -60,21 +60,18 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
     history_message,
     is_unrendered,
     quote_id,
-    shared_token_ok,
     split_tags,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import SharedToken
 
 #: Ticket `channel_type` codes of API v3 -> our channels.
 CHANNEL_CODES = {"E": "ticket", "M": "ticket", "C": "ticket", "W": "ticket", "Q": "ticket", "S": "ticket",
@@ -127,12 +124,10 @@ class LiveAgentAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        if not shared_token_ok(headers, query, secret):
-            raise WebhookError(401, "LiveAgent does not sign requests: the shared token (X-Tagger-Token header "
-                                    "or ?token=) is missing or wrong")
+    def scheme(self) -> SharedToken:
+        return SharedToken(self._require_secret(),
+                           refusal="LiveAgent does not sign requests: the shared token (X-Tagger-Token header "
+                                   "or ?token=) is missing or wrong")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         if not isinstance(payload, Mapping):

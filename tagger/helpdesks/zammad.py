@@ -47,24 +47,20 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
-    constant_time_equal,
     get_header,
     get_in,
     history_message,
-    hmac_hex,
     quote_id,
     require,
     split_tags,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import HexHmac
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 DELIVERY_HEADER = "X-Zammad-Delivery"
@@ -140,15 +136,8 @@ class ZammadAdapter(BaseAdapter):
         return self._json(response, what) if response.content else None
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        signature = (get_header(headers, SIGNATURE_HEADER) or "").strip()
-        algo, _, digest = signature.partition("=")
-        if algo.lower() != "sha1" or not digest:
-            raise WebhookError(401, f"missing or malformed {SIGNATURE_HEADER} (expected sha1=<hex>)")
-        if not constant_time_equal(hmac_hex(secret, body, "sha1"), digest.lower()):
-            raise WebhookError(401, "Zammad webhook signature does not match")
+    def scheme(self) -> HexHmac:
+        return HexHmac(self._require_secret(), SIGNATURE_HEADER, "Zammad webhook", digest="sha1")
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         ticket = require(payload, "ticket")

@@ -62,25 +62,21 @@ from typing import Any, ClassVar
 import httpx
 
 from tagger.errors import ConfigError, HelpdeskError, WebhookError
-from tagger.helpdesks.base import (
-    BaseAdapter,
-    Message,
-    SetupStep,
-    TicketPage,
+from tagger.helpdesks.contract import BaseAdapter, Message, SetupStep, TicketPage
+from tagger.helpdesks.payload import (
     as_text,
     channel_from,
-    check_timestamp,
-    constant_time_equal,
     get_header,
     get_in,
     history_message,
-    hmac_b64,
     is_unrendered,
+    iso_utc,
     quote_id,
     split_tags,
     stable_event_id,
     ticket_id_from,
 )
+from tagger.helpdesks.signing import Base64Hmac, constant_time_equal
 
 SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
@@ -197,17 +193,10 @@ class ZendeskAdapter(BaseAdapter):
                    secret=cls.env_value(env, "SECRET", required=False), **common)
 
     # -- webhook ----------------------------------------------------------------------------------------
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float,
-               query: Mapping[str, str] | None = None) -> None:
-        secret = self._require_secret()
-        signature = get_header(headers, SIGNATURE_HEADER)
-        timestamp = get_header(headers, TIMESTAMP_HEADER)
-        if not signature or not timestamp:
-            raise WebhookError(401, f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-        expected = hmac_b64(secret, timestamp.encode() + body, "sha256")
-        if not constant_time_equal(expected, signature.strip()):
-            raise WebhookError(401, "Zendesk webhook signature does not match")
-        check_timestamp(_timestamp(timestamp), now, self.tolerance_s)
+    def scheme(self) -> Base64Hmac:
+        return Base64Hmac(self._require_secret(), SIGNATURE_HEADER, "Zendesk webhook", digest="sha256",
+                          timestamp_header=TIMESTAMP_HEADER, tolerance_s=self.tolerance_s,
+                          read_timestamp=_timestamp, write_timestamp=iso_utc)
 
     def parse(self, payload: Any, headers: Mapping[str, str]) -> Message | None:
         if not isinstance(payload, Mapping):
