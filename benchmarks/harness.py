@@ -239,7 +239,7 @@ def pg_schema(base_url: str) -> Iterator[str]:
     """A database URL whose search_path is a fresh schema, dropped afterwards."""
     import sqlalchemy as sa
 
-    from tagger.store import normalize_url
+    from tagger.service.store import normalize_url
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(normalize_url(base_url), connect_args={"connect_timeout": 5})

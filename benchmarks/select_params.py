@@ -23,9 +23,9 @@ warnings.filterwarnings("ignore")
 
 from sklearn.metrics import f1_score  # noqa: E402
 
-from tagger.data import load_corpus  # noqa: E402
-from tagger.evaluate import coverage_table  # noqa: E402
-from tagger.model import train  # noqa: E402
+from tagger.classifier.data import load_corpus  # noqa: E402
+from tagger.classifier.evaluate import coverage_table  # noqa: E402
+from tagger.classifier.model import train  # noqa: E402
 
 GRID = {
     "C": [0.25, 0.5, 1.0],

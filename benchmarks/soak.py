@@ -114,7 +114,7 @@ def audit(db_url: str, deliveries: list[dict], helpdesk, metrics: dict[str, floa
     """Compare what was sent, what the database holds and what the stand-in received."""
     import sqlalchemy as sa
 
-    from tagger.store import Store, messages, outbox
+    from tagger.service.store import Store, messages, outbox
 
     problems: list[str] = []
     store = Store(db_url, create=False)

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="Stop after printing (no dashboard).")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tagger.data import load_corpus
+    from tagger.classifier.data import load_corpus
 
     heldout = [e for e in load_corpus(ROOT / "training_data")[1] if e.stage is not None]
     by_lang: dict[str, list] = {}

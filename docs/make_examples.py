@@ -101,7 +101,7 @@ class Stack:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from tagger.data import load_corpus
+    from tagger.classifier.data import load_corpus
 
     heldout = [e for e in load_corpus(ROOT / "training_data")[1] if e.stage is not None]  # the corpus
     tmp = Path(tempfile.mkdtemp())

@@ -47,7 +47,7 @@ class Settings:
     worker_concurrency: int = 8
     api_token: str = ""
     metrics_token: str = ""                  # /metrics (else api_token; with neither, local clients only)
-    trusted_proxies: str = ""                # reverse proxies whose X-Forwarded-For is believed (tagger.access)
+    trusted_proxies: str = ""                # reverse proxies whose X-Forwarded-For is believed (tagger.service.access)
     activation_max_drop: float = 0.02
     retention_days: int = 0                  # 0: keep messages forever; else `tagger prune` (and the worker) removes older ones
     prune_every_s: float = 3600.0

@@ -13,7 +13,7 @@ DATA = ROOT / "training_data"
 @pytest.fixture(scope="session")
 def shipped_model():
     """The model committed in models/ (the one `make run` uses), loaded and SHA-256 verified."""
-    from tagger.registry import load_tagger
+    from tagger.classifier.registry import load_tagger
 
     return load_tagger(MODELS / "current")
 
@@ -21,7 +21,7 @@ def shipped_model():
 @pytest.fixture(scope="session")
 def corpus():
     """(train, held-out) examples of training_data/."""
-    from tagger.data import load_corpus
+    from tagger.classifier.data import load_corpus
 
     return load_corpus(DATA)
 
@@ -30,7 +30,7 @@ def corpus():
 def small_model(tmp_path_factory, corpus):
     """A model trained here, in the test session, on three languages of the train split: for tests
     of the train/save/load cycle that must not depend on the shipped file."""
-    from tagger.model import train
+    from tagger.classifier.model import train
 
     train_set = [e for e in corpus[0] if e.lang in ("en", "lv", "zh") and e.stage is not None]
     return train(train_set, random_state=0)

@@ -286,7 +286,7 @@ def model_versions(root: Path, versions: int = 2) -> list[str]:
     import json
     import shutil
 
-    from tagger.registry import META_FILE, Registry
+    from tagger.classifier.registry import META_FILE, Registry
 
     source = SHIPPED_MODELS / Registry(SHIPPED_MODELS).current()
     names = []

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tagger.backfill import backfill
+from tagger.service.backfill import backfill
 
 from .conftest import MODELS, ROOT
 

@@ -30,13 +30,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from tagger.backfill import backfill_helpdesk
 from tagger.cli import cli
 from tagger.config import Settings
 from tagger.errors import ConfigError, TaggerError
 from tagger.helpdesks import FreshdeskAdapter, GenericAdapter, HelpScoutAdapter, ZendeskAdapter
-from tagger.store import Store, outbox
-from tagger.worker import Worker
+from tagger.service.backfill import backfill_helpdesk
+from tagger.service.store import Store, outbox
+from tagger.service.worker import Worker
 
 from .conftest import MODELS
 from .standin import StandinHelpdesk, free_port, local_client

@@ -76,7 +76,7 @@ def test_evaluate_fast_path_and_classify_fast(runner, tmp_path):
 
 
 def test_threshold_is_the_lowest_that_reaches_the_target():
-    from tagger.training import choose_threshold
+    from tagger.classifier.training import choose_threshold
 
     rows = [{"threshold": t, "accuracy_no_review": a} for t, a in ((0.0, 0.7), (0.5, 0.89), (0.6, 0.91), (0.7, 0.95))]
     assert choose_threshold(rows, 0.90) == 0.6
@@ -132,7 +132,7 @@ def test_console_script_runs_in_a_real_process():
 
 def test_train_with_feedback_learns_the_agents_corrections(runner, tmp_path):
     """An agent's correction in the store becomes training data with `tagger train --feedback`."""
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     db = f"sqlite:///{tmp_path / 'tagger.db'}"
     store = Store(db)
@@ -163,7 +163,7 @@ def test_train_with_feedback_learns_the_agents_corrections(runner, tmp_path):
 
 
 def test_feedback_export_writes_training_jsonl(runner, tmp_path):
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     db = f"sqlite:///{tmp_path / 'tagger.db'}"
     store = Store(db)
@@ -184,7 +184,7 @@ def test_feedback_export_writes_training_jsonl(runner, tmp_path):
 
 
 def test_models_activate_force_never_overrides_the_path_or_the_hash(runner, tmp_path, small_model):
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     models = tmp_path / "models"
     registry = Registry(models)

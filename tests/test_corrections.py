@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tagger.cli import cli
 from tagger.config import Settings
 from tagger.helpdesks.generic import GenericAdapter
-from tagger.service import create_app
+from tagger.service.app import create_app
 from tests.standin import LiveServer, local_client, wait_until
 
 SECRET = "generic-webhook-secret"

@@ -15,8 +15,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from tagger.config import Settings
-from tagger.dashboard import dashboard_routes
-from tagger.store import Store
+from tagger.service.dashboard import dashboard_routes
+from tagger.service.store import Store
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 ROWS = [  # ticket, stage, sentiment, days ago, confidence, lang, channel

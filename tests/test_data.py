@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tagger.data import HOLDOUT_EVERY, corpus_files, is_holdout, load_corpus, read_examples
+from tagger.classifier.data import HOLDOUT_EVERY, corpus_files, is_holdout, load_corpus, read_examples
 from tagger.errors import DataError
 from tagger.labels import CORE_LANGS, SENTIMENTS, STAGES
 
@@ -88,7 +88,7 @@ def test_extra_files_go_to_training(tmp_path):
 
 def test_rated_records_become_sentiment_only_examples(tmp_path):
     """Human-rated real text (mean rating -4..+4) trains sentiment only; the ambiguous zone is left out."""
-    from tagger.data import NEUTRAL_RATING, POLAR_RATING, sentiment_from_rating
+    from tagger.classifier.data import NEUTRAL_RATING, POLAR_RATING, sentiment_from_rating
 
     path = _write(tmp_path, "vader_x_01.jsonl", [json.dumps({"text": t, "rating": r}) for t, r in
                                                   [("loved it", 2.5), ("awful", -3.0), ("it is a film", 0.1),

@@ -33,7 +33,7 @@ import pytest
 import sqlalchemy as sa
 
 from tagger.config import Settings
-from tagger.service import create_app
+from tagger.service.app import create_app
 from tests.standin import PROXY_VARS, LiveServer, free_port, local_client, wait_until
 
 pytestmark = pytest.mark.slow

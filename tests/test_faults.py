@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from tagger.config import Settings
-from tagger.service import create_app
-from tagger.store import Store
+from tagger.service.app import create_app
+from tagger.service.store import Store
 from tests.standin import (
     PROXY_VARS,
     SHIPPED_MODELS,

@@ -296,7 +296,7 @@ def test_the_service_answers_duplicate_to_a_replay_and_ignored_with_the_reason_t
     """The same through `tagger serve` over HTTP: a re-posted capture with a new invocation id is `duplicate`;
     an agent's comment is `ignored` with the reason; the tag write goes to the fake Zendesk."""
     from tagger.config import Settings
-    from tagger.service import create_app
+    from tagger.service.app import create_app
     from tests.standin import LiveServer, local_client, wait_until
 
     hd.route("PUT", "/api/v2/tickets/35436/tags", json={"tags": ["enterprise"]})
@@ -329,7 +329,7 @@ def test_the_service_classifies_customer_text_that_quotes_a_placeholder(hd, tmp_
     """Issue 11.3 through `tagger serve` over HTTP (signed as the verifying page says): the delivery is tagged,
     not `ignored`, and the tags are written to the fake Zendesk's tags endpoint."""
     from tagger.config import Settings
-    from tagger.service import create_app
+    from tagger.service.app import create_app
     from tests.standin import LiveServer, local_client, wait_until
 
     hd.route("PUT", "/api/v2/tickets/35436/tags", json={"tags": ["enterprise"]})

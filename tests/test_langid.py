@@ -5,8 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagger.langid import CODES, LANGID_BYTES, SMALL_BATCH, UNKNOWN, _encode, _identifier, detect, detect_many
-from tagger.text import clean, has_letters
+from tagger.classifier.langid import (
+    CODES,
+    LANGID_BYTES,
+    SMALL_BATCH,
+    UNKNOWN,
+    _encode,
+    _identifier,
+    detect,
+    detect_many,
+)
+from tagger.classifier.text import clean, has_letters
 
 
 def _reference(text: str) -> str:
@@ -14,7 +23,7 @@ def _reference(text: str) -> str:
         return UNKNOWN
     from py3langid.langid import RAW_FLOOR
 
-    from tagger.text import without_placeholders
+    from tagger.classifier.text import without_placeholders
 
     lang, score = _identifier().classify(_encode(without_placeholders(text)))
     return UNKNOWN if score == RAW_FLOOR else lang  # featureless: py3langid says "af", we say "und"
@@ -35,8 +44,8 @@ def test_corpus_languages_are_recognised(corpus):
 def test_the_core_language_prior_resolves_close_relatives_but_keeps_foreign_text(corpus):
     """With the prior the model uses, corpus messages read as a close relative of their language (da as
     no, es as an) become their language; whole sentences in languages outside the core set stay foreign."""
+    from tagger.classifier.model import LANG_PRIOR
     from tagger.labels import CORE_LANGS
-    from tagger.model import LANG_PRIOR
 
     examples = [e for e in corpus[0] + corpus[1] if e.stage is not None]
     texts = [clean(e.text) for e in examples]
@@ -66,8 +75,8 @@ def test_nothing_to_tell_from():
 
 def test_every_core_language_is_recognised_on_its_held_out_batches(corpus):
     """`lang` is right for all 22 core languages (Norwegian as nb, Arabizi as ar, Cantonese counted as zh)."""
+    from tagger.classifier.model import LANG_PRIOR, TRAINED_VARIETIES
     from tagger.labels import CORE_LANGS
-    from tagger.model import LANG_PRIOR, TRAINED_VARIETIES
 
     held = [e for e in corpus[1] if e.stage is not None]
     got = detect_many([clean(e.text) for e in held], prior=LANG_PRIOR, prior_langs=CORE_LANGS)
@@ -92,6 +101,6 @@ def test_arabizi_is_arabic(text):
     "Pedí 2 cafés a las 9 y llegaron fríos", "The B2B plan costs 59 EUR per seat, 3rd tier",
 ])
 def test_digits_in_other_languages_are_not_arabizi(text):
-    from tagger.langid import is_arabizi
+    from tagger.classifier.langid import is_arabizi
 
     assert not is_arabizi(text)

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tagger.cli import cli
-from tagger.migrations import SchemaError, head
-from tagger.store import Store
+from tagger.service.migrations import SchemaError, head
+from tagger.service.store import Store
 from tests.test_store import PRED, db_url, record  # noqa: F401 - db_url: SQLite and PostgreSQL
 
 FIXTURES = Path(__file__).parent / "fixtures"

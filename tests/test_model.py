@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagger.data import data_hash
-from tagger.evaluate import evaluate
+from tagger.classifier.data import data_hash
+from tagger.classifier.evaluate import evaluate
 from tagger.labels import CORE_LANGS, SENTIMENTS, STAGES
 
 # Regression floors, below the figures reported in the README: a retrain that falls under them fails CI.
@@ -224,7 +224,7 @@ def test_fast_path_uses_no_encoder(shipped_model):
 
 
 def test_model_names_its_encoder_and_refuses_another(shipped_model):
-    from tagger.encoder import Encoder, check_identity
+    from tagger.classifier.encoder import Encoder, check_identity
     from tagger.errors import ModelError
 
     saved = shipped_model.metadata["encoder"]

@@ -8,9 +8,9 @@ import joblib
 import numpy as np
 import pytest
 
-from tagger import modelfile
+from tagger.classifier import modelfile
+from tagger.classifier.registry import LEGACY_FILE, META_FILE, Registry, load_tagger, sha256_file
 from tagger.errors import IntegrityError, ModelError
-from tagger.registry import LEGACY_FILE, META_FILE, Registry, load_tagger, sha256_file
 
 MODEL_FILE = modelfile.ARRAYS_FILE
 
@@ -76,7 +76,7 @@ def test_activation_guard_measures_both_models_on_the_same_messages(tmp_path, sm
     with pytest.raises(ModelError, match="different held-out sets"):
         registry.activate(second, max_drop=0.02)
     # the same model evaluated on the same messages has not dropped at all, whatever the stored figures say
-    from tagger.training import activate_version
+    from tagger.classifier.training import activate_version
 
     assert activate_version(registry, second, max_drop=0.02, heldout=corpus[1][:80]) == second
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tagger.store import Store, text_hash
+from tagger.service.store import Store, text_hash
 from tests.standin import PROXY_VARS, SHIPPED_MODELS, StandinHelpdesk, event, local_client, wait_until
 from tests.test_store import pg_schema_url
 

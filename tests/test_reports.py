@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from tagger.cli import cli
-from tagger.store import Store
+from tagger.service.store import Store
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

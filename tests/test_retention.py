@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from tagger.cli import cli
 from tagger.config import Settings
-from tagger.dashboard import summary
 from tagger.errors import ConfigError
-from tagger.store import Store
+from tagger.service.dashboard import summary
+from tagger.service.store import Store
 from tests.standin import wait_until
 from tests.test_store import count, db_url, record  # noqa: F401 - db_url: SQLite and PostgreSQL
 
@@ -87,7 +87,7 @@ def test_prune_cli_and_settings(tmp_path):
 
 
 def test_the_worker_prunes_when_retention_is_set(tmp_path):
-    from tagger.worker import Worker
+    from tagger.service.worker import Worker
 
     store = Store(f"sqlite:///{tmp_path / 'w.db'}")
     _history(store)

@@ -9,9 +9,9 @@ import unicodedata
 import pytest
 from click.testing import CliRunner
 
+from tagger.classifier.features import HashedCharNgrams
+from tagger.classifier.text import clean
 from tagger.cli import cli
-from tagger.features import HashedCharNgrams
-from tagger.text import clean
 
 ARABIC = "مرحبا، طلبت غسالة من متجركم يوم الأحد ولم تصل حتى الآن. متى ستصل؟"
 ARABIC_HTML = ("<div dir=\"rtl\"><p>مرحبا،&nbsp;<b>طلبي رقم 5521</b> لم يصل</p><br>\u200fشكرا</div>\n\n"

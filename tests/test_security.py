@@ -14,10 +14,10 @@ from starlette.testclient import TestClient
 
 from tagger.cli import cli
 from tagger.config import Settings
-from tagger.reports import format_tickets
-from tagger.sanitize import printable, redact_query, web_url
-from tagger.service import create_app
-from tagger.store import Store
+from tagger.service.app import create_app
+from tagger.service.reports import format_tickets
+from tagger.service.sanitize import printable, redact_query, web_url
+from tagger.service.store import Store
 from tests.standin import StandinAdapter, StandinHelpdesk, event, local_client
 from tests.test_faults import ServeProcess
 from tests.test_store import PRED, db_url, record  # noqa: F401 - db_url is the SQLite+PostgreSQL fixture
@@ -187,7 +187,7 @@ def test_no_secret_in_a_helpdesk_request_log_line(caplog):
     """httpx logs every request URL at INFO; query credentials never show."""
     import logging
 
-    from tagger.sanitize import install_log_redaction
+    from tagger.service.sanitize import install_log_redaction
 
     install_log_redaction()
     server = StandinHelpdesk()

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tagger.classifier.registry import META_FILE, Registry
 from tagger.cli import cli as service_cli
 from tagger.config import Settings
 from tagger.errors import IntegrityError, WebhookError
 from tagger.helpdesks.signing import hmac_hex
 from tagger.labels import SENTIMENTS, STAGES
-from tagger.registry import META_FILE, Registry
-from tagger.service import create_app
-from tagger.store import Store
+from tagger.service.app import create_app
+from tagger.service.store import Store
 from tests.standin import (
     LiveServer,
     StandinAdapter,

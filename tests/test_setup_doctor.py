@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from tagger.cli import cli
 from tagger.errors import ConfigError
 from tagger.helpdesks.generic import GenericAdapter
-from tagger.store import Store
+from tagger.service.store import Store
 
 GENERIC = {"TAGGER_GENERIC_WRITEBACK_URL": "http://127.0.0.1:9/tickets/{ticket_id}/tags",
            "TAGGER_GENERIC_SECRET": "s"}

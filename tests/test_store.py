@@ -1,4 +1,4 @@
-"""tagger.store on a real SQLite file, and on PostgreSQL when one answers (TAGGER_TEST_PG_URL, default
+"""tagger.service.store on a real SQLite file, and on PostgreSQL when one answers (TAGGER_TEST_PG_URL, default
 postgresql+psycopg://postgres@127.0.0.1:5432/test); each PostgreSQL test gets a schema of its own."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from tagger.store import (
+from tagger.service.store import (
     DEAD,
     DONE,
     PENDING,

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tagger.text import MAX_CHARS, clean, has_letters
+from tagger.classifier.text import MAX_CHARS, clean, has_letters
 
 
 def test_html_is_reduced_to_its_text():

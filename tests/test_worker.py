@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from tagger.config import Settings
 from tagger.helpdesks import load_adapter_spec
-from tagger.store import DEAD, DONE, PENDING, Store, text_hash, utcnow
-from tagger.worker import DEAD as OUT_DEAD
-from tagger.worker import RETRY, WRITTEN, Worker, backoff_delay
+from tagger.service.store import DEAD, DONE, PENDING, Store, text_hash, utcnow
+from tagger.service.worker import DEAD as OUT_DEAD
+from tagger.service.worker import RETRY, WRITTEN, Worker, backoff_delay
 from tests.standin import PROXY_VARS, StandinAdapter, local_client, wait_until
 
 PRED = {"stage": "smot", "sentiment": "negative", "stage_confidence": 0.9, "sentiment_confidence": 0.9,

@@ -1,4 +1,4 @@
-"""`tagger backfill`: an export file or a helpdesk's ticket API (a thin layer over tagger.backfill)."""
+"""`tagger backfill`: an export file or a helpdesk's ticket API (a thin layer over tagger.service.backfill)."""
 from __future__ import annotations
 
 import json
@@ -59,8 +59,8 @@ def backfill(settings: Settings, source, output, helpdesk, since, write_back, ma
         raise click.UsageError("give an export file (SOURCE) or --helpdesk NAME")
     if since or write_back or max_tickets:
         raise click.UsageError("--since, --write-back and --max-tickets go with --helpdesk")
-    from tagger.backfill import backfill as run_backfill
-    from tagger.backfill import count_lines
+    from tagger.service.backfill import backfill as run_backfill
+    from tagger.service.backfill import count_lines
 
     total = count_lines(source)
     with click.progressbar(length=total, label="tagging", file=sys.stderr, show_pos=True,
@@ -76,7 +76,7 @@ def backfill(settings: Settings, source, output, helpdesk, since, write_back, ma
 
 def _since(value: str | None) -> float | None:
     """`--since` of a helpdesk backfill as epoch seconds, read like every other time option (reports.parse_when)."""
-    from tagger.reports import parse_when
+    from tagger.service.reports import parse_when
 
     try:
         when = parse_when(value)
@@ -92,13 +92,13 @@ def _backfill_helpdesk(settings: Settings, name, output, since, write_back, max_
 
     import httpx
 
-    from tagger.backfill import backfill_helpdesk
     from tagger.helpdesks import get_adapter
+    from tagger.service.backfill import backfill_helpdesk
 
     adapter = get_adapter(name, os.environ, settings=settings)
     store = None
     if write_back:
-        from tagger.store import Store
+        from tagger.service.store import Store
 
         if db_url:
             settings = dataclasses.replace(settings, db_url=db_url)

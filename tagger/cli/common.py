@@ -14,7 +14,7 @@ from tagger.config import Settings
 from tagger.errors import TaggerError
 
 if TYPE_CHECKING:
-    from tagger.store import Store
+    from tagger.service.store import Store
 
 pass_settings = click.make_pass_decorator(Settings)
 
@@ -67,13 +67,13 @@ def model_path_of(settings: Settings, model: str | None) -> str:
 
 
 def setup_logging(level: str) -> None:
-    from tagger.sanitize import install_log_redaction
+    from tagger.service.sanitize import install_log_redaction
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
 
 
 def open_store(settings: Settings) -> Store:
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     return Store(settings.db_url)

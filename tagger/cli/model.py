@@ -1,5 +1,5 @@
-"""The classifier commands: train, evaluate, classify, models, data (a thin layer over tagger.training,
-tagger.evaluate, tagger.model, tagger.registry and tagger.data)."""
+"""The classifier commands: train, evaluate, classify, models, data (a thin layer over tagger.classifier.training,
+tagger.classifier.evaluate, tagger.classifier.model, tagger.classifier.registry and tagger.classifier.data)."""
 from __future__ import annotations
 
 import json
@@ -37,16 +37,21 @@ def train(settings: Settings, extra, data_dir, models_dir, no_holdout, feedback,
       tagger train my_labelled.jsonl --no-activate
       tagger train --feedback          # include agents' tag corrections
     """
-    from tagger.evaluate import format_report
-    from tagger.training import train_version
+    from tagger.classifier.evaluate import format_report
+    from tagger.classifier.training import train_version
 
     started = time.perf_counter()
 
     def say(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
 
+    corrections = []
+    if feedback:
+        from tagger.service.feedback import feedback_examples
+
+        corrections = feedback_examples(settings)
     result = train_version(settings, extra=extra, data_dir=data_dir, models_dir=models_dir, no_holdout=no_holdout,
-                           feedback=feedback, activate=activate, force=force, seed=seed, progress=say)
+                           feedback=corrections, activate=activate, force=force, seed=seed, progress=say)
     if result.metrics:
         click.echo(format_report(result.metrics), err=True)
         click.echo("\n== fast path (n-grams only)\n" + format_report(result.metrics["fast_path"]), err=True)
@@ -85,11 +90,11 @@ def evaluate(settings: Settings, files, model_path, as_json, plot, confusion, fa
       tagger evaluate --compare v20261101-120000-ab12cd34 v20261123-090000-ef56ab78
       tagger evaluate --plot coverage.png --confusion confusion.png
     """
-    from tagger import data as data_mod
-    from tagger.evaluate import compare as compare_reports
-    from tagger.evaluate import evaluate as run_eval
-    from tagger.evaluate import format_report, plot_confusion, plot_coverage
-    from tagger.registry import Registry, load_tagger
+    from tagger.classifier import data as data_mod
+    from tagger.classifier.evaluate import compare as compare_reports
+    from tagger.classifier.evaluate import evaluate as run_eval
+    from tagger.classifier.evaluate import format_report, plot_confusion, plot_coverage
+    from tagger.classifier.registry import Registry, load_tagger
 
     if files:
         examples = [ex for f in files for ex in data_mod.read_examples(f)]
@@ -139,8 +144,8 @@ def classify(settings: Settings, text, input_file, channel, explain, model_path,
       tagger classify --input tickets.jsonl --explain > tagged.jsonl
       tagger classify --fast --input huge.jsonl > tagged.jsonl
     """
-    from tagger.data import input_record
-    from tagger.registry import load_tagger
+    from tagger.classifier.data import input_record
+    from tagger.classifier.registry import load_tagger
 
     tagger = load_tagger(model_path_of(settings, model_path),
                          review_threshold=threshold if threshold is not None else settings.review_threshold,
@@ -205,7 +210,7 @@ def models_list(settings: Settings, as_json: bool) -> None:
     Example:
       tagger models list
     """
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     rows = Registry(settings.models_dir).summary()
     if as_json:
@@ -228,7 +233,7 @@ def models_show(settings: Settings, version: str | None) -> None:
     Example:
       tagger models show
     """
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     registry = Registry(settings.models_dir)
     click.echo(json.dumps(registry.metadata(version or registry.current()), indent=2, ensure_ascii=False))
@@ -250,9 +255,9 @@ def models_activate(settings: Settings, version: str, force: bool) -> None:
     Example:
       tagger models activate v20261123-101500-1a2b3c4d
     """
-    from tagger.data import load_corpus
-    from tagger.registry import Registry
-    from tagger.training import activate_version
+    from tagger.classifier.data import load_corpus
+    from tagger.classifier.registry import Registry
+    from tagger.classifier.training import activate_version
 
     heldout = None if force else load_corpus(settings.data_dir)[1]
     activate_version(Registry(settings.models_dir), version, force=force, max_drop=settings.activation_max_drop,
@@ -273,7 +278,7 @@ def models_convert(settings: Settings, version: str) -> None:
     Example:
       tagger models convert v20261123-023642-19b64205
     """
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     Registry(settings.models_dir).convert(version)
     click.echo(f"converted: {version}")
@@ -292,7 +297,7 @@ def models_sign(settings: Settings, versions: tuple[str, ...]) -> None:
     Example:
       TAGGER_MODEL_KEY=... tagger models sign v20261203-102234-f94bc8c8
     """
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     registry = Registry(settings.models_dir)
     for version in versions:
@@ -309,7 +314,7 @@ def models_rollback(settings: Settings) -> None:
     Example:
       tagger models rollback
     """
-    from tagger.registry import Registry
+    from tagger.classifier.registry import Registry
 
     click.echo(f"active: {Registry(settings.models_dir).rollback()}")
 
@@ -330,7 +335,7 @@ def data_check(settings: Settings, paths) -> None:
     Example:
       tagger data check training_data/lv/lv_03.jsonl
     """
-    from tagger import data as data_mod
+    from tagger.classifier import data as data_mod
 
     files = [Path(p) for p in paths if Path(p).is_file()]
     for p in paths or [settings.data_dir]:
@@ -351,7 +356,7 @@ def data_counts(settings: Settings, readme: str | None) -> None:
     Example:
       tagger data counts --write training_data/README.md
     """
-    from tagger import data as data_mod
+    from tagger.classifier import data as data_mod
 
     text = data_mod.counts_report(*data_mod.load_corpus(settings.data_dir))
     if not readme:

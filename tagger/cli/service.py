@@ -1,5 +1,5 @@
 """The service commands: serve, worker, outbox, feedback, prune, db, setup, doctor (a thin layer over
-tagger.service, tagger.worker, tagger.store and tagger.helpdesks)."""
+tagger.service.app, tagger.service.worker, tagger.service.store and tagger.helpdesks)."""
 from __future__ import annotations
 
 import json
@@ -47,7 +47,7 @@ def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -
     """
     import uvicorn
 
-    from tagger.service import create_app
+    from tagger.service.app import create_app
 
     settings = settings_of(ctx, host=host, port=port, db_url=db_url, models_dir=models_dir)
     setup_logging(log_level)
@@ -107,7 +107,7 @@ def worker(ctx, db_url, once, concurrency, adapters, log_level) -> None:
       tagger worker --once
     """
     from tagger.helpdesks import load_adapters
-    from tagger.worker import Worker
+    from tagger.service.worker import Worker
 
     settings = settings_of(ctx, db_url=db_url)
     setup_logging(log_level)
@@ -154,7 +154,7 @@ def outbox(ctx, status, limit, as_json, db_url) -> None:
     ctx.obj = settings
     if ctx.invoked_subcommand is not None:
         return
-    from tagger.store import jsonable
+    from tagger.service.store import jsonable
 
     store = open_store(settings)
     rows = store.list_outbox(status, limit=limit)
@@ -167,7 +167,7 @@ def outbox(ctx, status, limit, as_json, db_url) -> None:
     if not rows:
         return
     click.echo(f"{'id':>6}  {'status':<8}{'helpdesk':<11}{'ticket':<14}{'tries':>5}  {'next attempt':<20}  error / tags")
-    from tagger.sanitize import printable
+    from tagger.service.sanitize import printable
 
     for r in rows:  # error texts and ticket ids come from outside: no control characters to the terminal
         detail = printable(r["last_error"] or f"+{','.join(r['add_tags'])}")
@@ -281,7 +281,7 @@ def db() -> None:
 @click.pass_context
 def db_status(ctx, db_url) -> None:
     """The database's schema revision against the code's."""
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     store = Store(settings_of(ctx, db_url=db_url).db_url, create=False)
     try:
@@ -305,7 +305,7 @@ def db_status(ctx, db_url) -> None:
 def db_upgrade(ctx, db_url) -> None:
     """Migrate the database to the code's schema revision, keeping every row (stop the service first
     when the release notes say so; several replicas are serialised by a lock)."""
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     store = Store(settings_of(ctx, db_url=db_url).db_url, create=False)
     try:
@@ -319,7 +319,7 @@ def db_upgrade(ctx, db_url) -> None:
 
 # ------------------------------------------------------------------------------------------ setup, doctor
 def _print_steps(helpdesk: str, steps) -> dict[str, str]:
-    from tagger.sanitize import printable
+    from tagger.service.sanitize import printable
 
     env: dict[str, str] = {}
     for step in steps:
@@ -330,7 +330,7 @@ def _print_steps(helpdesk: str, steps) -> dict[str, str]:
 
 
 def _webhook_url(name: str, url: str) -> str:
-    from tagger.sanitize import web_url
+    from tagger.service.sanitize import web_url
 
     if not web_url(url):
         raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")

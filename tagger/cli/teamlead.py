@@ -1,4 +1,4 @@
-"""The team leads' commands: tickets and report (a thin layer over tagger.store and tagger.reports)."""
+"""The team leads' commands: tickets and report (a thin layer over tagger.service.store and tagger.service.reports)."""
 from __future__ import annotations
 
 import json
@@ -34,8 +34,8 @@ def tickets(settings: Settings, stage, sentiment, lang, channel, helpdesk, min_c
       tagger tickets --max-confidence 0.5 --format csv > doubtful.csv
       tagger tickets --lang lv --helpdesk zendesk --format json
     """
-    from tagger.reports import format_tickets, parse_when
-    from tagger.store import Store
+    from tagger.service.reports import format_tickets, parse_when
+    from tagger.service.store import Store
 
     store = Store(db_url or settings.db_url)
     try:
@@ -65,8 +65,8 @@ def report(settings: Settings, period, until, helpdesk, channel, lang, as_json, 
       tagger report --period 4w --channel social
       tagger report --period 1m --until 2026-11-01 --json
     """
-    from tagger.reports import build_report, format_report, parse_period, parse_when
-    from tagger.store import Store
+    from tagger.service.reports import build_report, format_report, parse_period, parse_when
+    from tagger.service.store import Store
 
     store = Store(db_url or settings.db_url)
     try:

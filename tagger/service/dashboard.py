@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tagger.access import COOKIE, allowed, token_matches
 from tagger.config import Settings
 from tagger.errors import TaggerError
 from tagger.labels import CHANNELS, SENTIMENTS, STAGES
-from tagger.reports import TICKET_COLUMNS, parse_period, parse_when
-from tagger.store import Store
+from tagger.service.access import COOKIE, allowed, token_matches
+from tagger.service.reports import TICKET_COLUMNS, parse_period, parse_when
+from tagger.service.store import Store
 
 MAX_LIST = 500
 
@@ -140,7 +140,7 @@ def dashboard_routes(store: Store, settings: Settings) -> list[Route]:
         return endpoint
 
     async def page(request: Request) -> Response:
-        html = resources.files("tagger.static").joinpath("dashboard.html").read_text(encoding="utf-8")
+        html = resources.files("tagger.service.static").joinpath("dashboard.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Cache-Control": "no-store",
                                            "Content-Security-Policy": "default-src 'self'; style-src 'self' "
                                            "'unsafe-inline'; script-src 'self' 'unsafe-inline'"})

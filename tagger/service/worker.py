@@ -22,9 +22,9 @@ import httpx
 from tagger.config import Settings
 from tagger.errors import HelpdeskError, TaggerError
 from tagger.helpdesks.contract import Adapter
-from tagger.store import OutboxItem, Store, StoreError, utcnow
+from tagger.service.store import OutboxItem, Store, StoreError, utcnow
 
-log = logging.getLogger("tagger.worker")
+log = logging.getLogger("tagger.service.worker")
 
 # outcome names passed to `on_outcome` (the service turns them into metrics)
 WRITTEN, RETRY, DEAD, LOST = "written", "retry", "dead", "lost_lease"

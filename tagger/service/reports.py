@@ -11,7 +11,7 @@ from typing import Any
 
 from tagger.errors import TaggerError
 from tagger.labels import SENTIMENTS, STAGES
-from tagger.sanitize import printable
+from tagger.service.sanitize import printable
 
 _DURATION = re.compile(r"^(\d+)\s*([hdwm])$")
 _UNITS = {"h": dt.timedelta(hours=1), "d": dt.timedelta(days=1), "w": dt.timedelta(weeks=1),

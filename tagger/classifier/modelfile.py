@@ -5,7 +5,7 @@ not in these files: they stay in their registry package, named and version-check
 
 Every part is checked against the others on loading (array shapes, label sets, feature widths); a file that
 does not fit raises `ModelError` naming the part. Integrity (SHA-256) and authenticity (the optional HMAC)
-are the registry's job (tagger.registry).
+are the registry's job (tagger.classifier.registry).
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.classifier.features import Featurizer
+from tagger.classifier.model import EmbeddingBlock, LinearHead, Tagger
 from tagger.errors import ModelError
-from tagger.features import Featurizer
 from tagger.labels import TASKS
-from tagger.model import EmbeddingBlock, LinearHead, Tagger
 
 FORMAT = "mot-tagger-model/2"
 ARRAYS_FILE = "model.npz"

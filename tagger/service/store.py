@@ -28,11 +28,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
-from tagger import migrations
+from tagger.classifier.text import clean
 from tagger.errors import ConfigError, TaggerError
 from tagger.labels import SENTIMENTS, STAGES
-from tagger.sanitize import no_nul, web_url
-from tagger.text import clean
+from tagger.service import migrations
+from tagger.service.sanitize import no_nul, web_url
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 OUTBOX_STATUSES = (PENDING, DONE, DEAD)

@@ -1,6 +1,6 @@
 """The webhook rules in one place: what a customer message does to the store, whoever delivers it.
 
-`ingest(store, tagger, message, settings, current_tags=...)` returns an `Outcome`; the webhook route (tagger.service)
+`ingest(store, tagger, message, settings, current_tags=...)` returns an `Outcome`; the webhook route (tagger.service.app)
 only maps it to an HTTP status. In order:
 
 1. **Duplicates.** An event id seen before is a `duplicate` (a helpdesk retrying a delivery): nothing happens.
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tagger.labels import CHANNELS, SENTIMENTS, STAGES, review_tag, sentiment_tag, stage_tag, tags_for
-from tagger.store import DuplicateEvent, text_hash
+from tagger.service.store import DuplicateEvent, text_hash
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from tagger.classifier.model import Tagger
     from tagger.config import Settings
     from tagger.helpdesks.contract import Message
-    from tagger.model import Tagger
-    from tagger.store import Store
+    from tagger.service.store import Store
 
 TAGGED, DUPLICATE, UNCHANGED, CORRECTION = "tagged", "duplicate", "unchanged", "correction"
 

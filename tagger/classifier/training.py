@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tagger import data as data_mod
+from tagger.classifier import data as data_mod
+from tagger.classifier.data import Example
+from tagger.classifier.evaluate import evaluate
+from tagger.classifier.model import train
+from tagger.classifier.registry import Registry
 from tagger.errors import TaggerError
-from tagger.evaluate import evaluate
-from tagger.feedback import feedback_examples
-from tagger.model import train
-from tagger.registry import Registry
 
 # The review threshold is the lowest one at which the messages without a review tag have both labels right
 # at least this often on the held-out split, so that an untagged label can be trusted (README, "Review tag").
@@ -43,11 +43,12 @@ def choose_threshold(coverage: list[dict[str, float]], target: float = TARGET_AC
 
 
 def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str | None = None,
-                  models_dir: str | None = None, no_holdout: bool = False, feedback: bool = False,
+                  models_dir: str | None = None, no_holdout: bool = False, feedback: Iterable[Example] = (),
                   activate: bool = True, force: bool = False, seed: int = 0,
                   progress: Callable[[str], None] | None = None, **train_args) -> TrainResult:
     """Train both tasks (full and fast heads), evaluate on the held-out batches, save a new version and
-    (unless told not to) activate it behind the quality guard."""
+    (unless told not to) activate it behind the quality guard. `feedback`: agents' corrections as examples
+    (the caller reads them from the store: tagger.service.feedback), added to the training split."""
 
     started = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -56,9 +57,8 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
     train_set, test_set = data_mod.load_corpus(data_dir, extra)
     if no_holdout:
         train_set, test_set = train_set + test_set, []
-    if feedback:
-
-        fb = feedback_examples(settings)
+    fb = list(feedback)
+    if fb:
         say(f"adding {len(fb)} agent corrections from the store")
         train_set += fb
     n_rated = sum(e.stage is None for e in train_set)

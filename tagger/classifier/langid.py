@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-from tagger.text import has_letters, without_placeholders
+from tagger.classifier.text import has_letters, without_placeholders
 
 UNKNOWN = "und"       # ISO 639-2 "undetermined": empty, emoji-only or junk input
 # py3langid's label -> the code we use: its "no" is written Norwegian (Bokmål, what customers write)

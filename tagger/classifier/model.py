@@ -1,8 +1,8 @@
 """The classifier: two kinds of evidence, one calibrated linear head per task (stage, sentiment).
 
-- what the language means: the pretrained multilingual sentence encoder (tagger.encoder), its embedding
+- what the language means: the pretrained multilingual sentence encoder (tagger.classifier.encoder), its embedding
   standardised and weighted into one dense block;
-- what this domain says: hashed character n-grams, word n-grams and the channel (tagger.features),
+- what this domain says: hashed character n-grams, word n-grams and the channel (tagger.classifier.features),
   learned from the corpus.
 
 The full heads read both blocks side by side; the fast heads (`fast=True`) read the n-grams alone, for
@@ -26,18 +26,18 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import GroupKFold
 from sklearn.svm import LinearSVC
 
-from tagger import langid
-from tagger.data import Example
-from tagger.encoder import Encoder, check_identity
+from tagger.classifier import langid
+from tagger.classifier.data import Example
+from tagger.classifier.encoder import Encoder, check_identity
+from tagger.classifier.features import Featurizer
+from tagger.classifier.text import clean, has_letters, is_content_free
 from tagger.errors import DataError
-from tagger.features import Featurizer
 from tagger.labels import CORE_LANGS, DEFAULT_SENTIMENT_PREFIX, DEFAULT_STAGE_PREFIX, TASKS, tags_for
-from tagger.text import clean, has_letters, is_content_free
 
 # langid is reliable from about this many letters on; below it, a short message's "foreign" language is
 # more often a misreading ("Very bad Experience!" -> some other language) than a fact.
 OFF_DOMAIN_MIN_LETTERS = 25
-# Log-likelihood added to the core languages in language detection (tagger.langid): chosen on the training
+# Log-likelihood added to the core languages in language detection (tagger.classifier.langid): chosen on the training
 # split, it turns 1.8% of corpus messages read as a close relative (da -> no, es -> an/ext, lv -> ltg) into
 # 0.25%, while whole sentences in Swedish, Norwegian, Finnish, Czech, Turkish, Japanese... stay foreign.
 LANG_PRIOR = 10.0
@@ -48,7 +48,7 @@ TRAINED_VARIETIES = {"yue": "zh", "nn": "nb"}  # Cantonese is read as Chinese, N
 
 def build_featurizer(**params) -> Featurizer:
     """Character n-grams inside word boundaries carry morphology across languages (and Chinese, which has
-    no spaces); word n-grams carry phrases; the channel is one small one-hot block (tagger.features)."""
+    no spaces); word n-grams carry phrases; the channel is one small one-hot block (tagger.classifier.features)."""
     return Featurizer(**params)
 
 
@@ -185,7 +185,7 @@ class Tagger:
         defaults = {"fast_heads": {}, "embedding": None, "encoder_identity": None, "fast": False, "encoder": None}
         self.__dict__.update({**defaults, **state})
 
-    # loading and saving are the registry's (tagger.registry.load_tagger, tagger.modelfile): a Tagger is data
+    # loading and saving are the registry's (tagger.classifier.registry.load_tagger, tagger.classifier.modelfile): a Tagger is data
     @property
     def uses_encoder(self) -> bool:
         return not self.fast and self.embedding is not None

@@ -142,7 +142,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
     def _char_vectorizer(self) -> HashedCharNgrams:
         """The char n-gram block to fit. A bad `char_ngrams` here is the trainer's setting (ConfigError, which
         the CLI reports in one line); in a model file it stays a ValueError, which loading reports as a
-        broken model (tagger.modelfile)."""
+        broken model (tagger.classifier.modelfile)."""
         try:
             return HashedCharNgrams(self.char_ngrams, self.n_bits, self.min_df)
         except ValueError as exc:
@@ -162,7 +162,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.n_word_ = len(self.word_.vocabulary_)
         return self
 
-    # -- persistence without pickle (tagger.modelfile) -----------------------------------------------------
+    # -- persistence without pickle (tagger.classifier.modelfile) -----------------------------------------------------
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able parameters and vocabulary, and the arrays, from which `from_state` rebuilds this."""
         vocab = sorted(self.word_.vocabulary_, key=self.word_.vocabulary_.__getitem__)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from tagger.data import Example
+from tagger.classifier.data import Example
 from tagger.labels import TASKS
 
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)

@@ -1,5 +1,5 @@
 """Model files in `models/`: each version is a folder with `model.npz` + `model.json` (see
-tagger.modelfile: numbers and JSON, no pickle, so loading a model never runs code from it) and
+tagger.classifier.modelfile: numbers and JSON, no pickle, so loading a model never runs code from it) and
 `metadata.json`, which records the SHA-256 of each file. `models/ACTIVE.json` names the active version
 and keeps the activation history, which `rollback` walks back.
 
@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tagger import modelfile
-from tagger.encoder import check_identity
+from tagger.classifier import modelfile
+from tagger.classifier.encoder import check_identity
 from tagger.errors import IntegrityError, ModelError
 
 LEGACY_FILE = "model.joblib"
@@ -240,7 +240,7 @@ class Registry:
                  measured: tuple[dict[str, Any], dict[str, Any]] | None = None) -> str:
         """Make `version` the active model. Refuses one whose macro-F1 fell by more than `max_drop` against
         the current one (either task), unless `force`. `measured` is (current's metrics, new one's metrics)
-        taken on the same messages (`tagger.training.activate_version` evaluates both on the held-out
+        taken on the same messages (`tagger.classifier.training.activate_version` evaluates both on the held-out
         split); without it the metrics stored at training are compared, and only when they come from the
         same held-out set (same `test_hash`).
         `force` skips the quality guard only: the version must be a folder of this registry whose files

@@ -2,7 +2,7 @@
 a store opens: the service, the worker and the CLI refuse a database whose schema is older or newer than the
 code, naming the command that fixes it, instead of failing later on a missing column.
 
-Adding a migration: change the tables in `tagger/store.py`, then add `versions/NNNN_<what>.py` (see
+Adding a migration: change the tables in `tagger/service/store.py`, then add `versions/NNNN_<what>.py` (see
 `script.py.mako`) whose `down_revision` is the previous head; `tests/test_migrations.py` checks that the
 migrated schema equals the one `create_all` makes.
 """
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from tagger.errors import TaggerError
 
 FIRST = "0001"  # the schema of the release before migrations
-LOCATION = "tagger:migrations"
+LOCATION = "tagger.service:migrations"
 
 
 class SchemaError(TaggerError):

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tagger.data import input_record
+from tagger.classifier.data import input_record
 from tagger.errors import TaggerError
 
-log = logging.getLogger("tagger.backfill")
+log = logging.getLogger("tagger.service.backfill")
 
 _MODELS: dict[str, Any] = {}  # per worker process: model path -> loaded Tagger
 
@@ -74,7 +74,7 @@ def classify_records(model_path: str, records: list[dict], overrides: dict | Non
     output lines."""
     tagger = _MODELS.get(model_path)
     if tagger is None:
-        from tagger.registry import load_tagger
+        from tagger.classifier.registry import load_tagger
 
         tagger = _MODELS[model_path] = load_tagger(model_path)
     _apply(tagger, overrides)
@@ -189,7 +189,7 @@ def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
         from distributed import Client
     except ImportError as exc:  # pragma: no cover
         raise TaggerError("--dask needs the dask extra: pip install 'mot-tagger[dask]'") from exc
-    from tagger.registry import load_tagger
+    from tagger.classifier.registry import load_tagger
 
     tagger = load_tagger(model_path)
     _apply(tagger, overrides)
@@ -219,7 +219,7 @@ def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, s
     be changed. Rate limits and outages are waited out (429 + Retry-After, else exponential backoff, up to
     `attempts` tries a page); a run stopped at any point continues with `resume=True` from the page after the
     last one written. Returns counts: tickets, skipped, pages, queued, kept."""
-    from tagger.registry import load_tagger
+    from tagger.classifier.registry import load_tagger
 
     output = Path(output)
     checkpoint = output.with_name(output.name + ".progress.json")
@@ -324,7 +324,7 @@ class _WriteBack:
     """Queues a backfilled ticket's tags in the outbox, where that is safe (see `backfill_helpdesk`)."""
 
     def __init__(self, store, settings, adapter, tagger):
-        from tagger.ingest import own_tags
+        from tagger.service.ingest import own_tags
 
         self.store, self.adapter = store, adapter
         self.settings = settings
@@ -332,13 +332,13 @@ class _WriteBack:
         self.version = str(tagger.metadata.get("version", "unversioned"))
 
     def add(self, message, prediction, labels: dict) -> str:
-        from tagger.store import DuplicateEvent, text_hash
+        from tagger.service.store import DuplicateEvent, text_hash
 
         if not message.meta.get("writable", True) or self.own & set(message.tags):
             return "kept"
         if self.store.last_message(message.helpdesk, message.ticket_id) is not None:
             return "kept"                     # the live service (or an earlier run) has classified it already
-        from tagger.ingest import write_plan
+        from tagger.service.ingest import write_plan
 
         # the same write rule as the webhook path (a ticket nobody classified has no agent-owned labels)
         add, remove = write_plan(prediction.stage, prediction.sentiment, prediction.review, self.settings, {})

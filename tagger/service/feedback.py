@@ -1,14 +1,14 @@
 """Agents' tag corrections, from the store, as labelled training examples."""
 from __future__ import annotations
 
+from tagger.classifier.data import Example
 from tagger.config import Settings
-from tagger.data import Example
 
 
 def feedback_examples(settings: Settings) -> list[Example]:
     """The latest correction of every corrected message, as training examples (source `feedback:<id>`,
     one batch, so they count as their own writing batch for the calibration folds)."""
-    from tagger.store import Store
+    from tagger.service.store import Store
 
     store = Store(settings.db_url, create=False)
     try:

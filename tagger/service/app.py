@@ -1,12 +1,12 @@
 """The ASGI app: one webhook route per helpdesk, `/healthz`, `/metrics` (and the dashboard of
-tagger.dashboard). Run it with `tagger serve`.
+tagger.service.dashboard). Run it with `tagger serve`.
 
-    app = create_app(Settings.load())          # uvicorn tagger.service:app-factory style
+    app = create_app(Settings.load())          # uvicorn tagger.service.app:app-factory style
 
 The rules of a delivery (duplicates, agents' corrections, unchanged text, classification) are the ingest
-use case's (`tagger.ingest`); this module reads, verifies and parses the request and maps the outcome to an
+use case's (`tagger.service.ingest`); this module reads, verifies and parses the request and maps the outcome to an
 answer. A webhook is answered as soon as its message, its event id and its outbox row are committed; the
-tags are written later by the worker (`tagger.worker`). Answers, always JSON with a `status` and, for
+tags are written later by the worker (`tagger.service.worker`). Answers, always JSON with a `status` and, for
 anything but success, a `reason`:
 
 | status | when |
@@ -48,19 +48,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tagger.access import allowed, parse_proxies
+from tagger.classifier.registry import ACTIVE_FILE, load_tagger
 from tagger.config import Settings
-from tagger.dashboard import dashboard_routes
 from tagger.errors import ConfigError, HelpdeskError, TaggerError, WebhookError
 from tagger.helpdesks import load_adapters
 from tagger.helpdesks.contract import Adapter, Message
-from tagger.ingest import TAGGED, Outcome, ingest, own_tags
-from tagger.registry import ACTIVE_FILE, load_tagger
-from tagger.sanitize import install_log_redaction, no_nul, web_url
-from tagger.store import Store, StoreError
-from tagger.worker import DEAD, LOST, RETRY, WRITTEN, Worker
+from tagger.service.access import allowed, parse_proxies
+from tagger.service.dashboard import dashboard_routes
+from tagger.service.ingest import TAGGED, Outcome, ingest, own_tags
+from tagger.service.sanitize import install_log_redaction, no_nul, web_url
+from tagger.service.store import Store, StoreError
+from tagger.service.worker import DEAD, LOST, RETRY, WRITTEN, Worker
 
-log = logging.getLogger("tagger.service")
+log = logging.getLogger("tagger.service.app")
 
 JSON_TYPES = ("application/json",)
 _TEXT_FIELDS = ("ticket_id", "text", "event_id", "channel", "subject", "event_type", "tags", "author", "lang")
@@ -402,7 +402,7 @@ def create_app(settings: Settings | None = None, tagger=None, *, store: Store | 
     """The ASGI app. `tagger=None` loads the active model from `settings.models_dir` and watches it for
     activations; `adapters=None` uses the built-in helpdesk adapters (plus `extra_adapters`,
     `module:factory` specs); `run_worker` starts the outbox worker thread with the app; `dashboard` mounts
-    the team leads' dashboard (tagger.dashboard: /dashboard, /api/summary, /api/tickets)."""
+    the team leads' dashboard (tagger.service.dashboard: /dashboard, /api/summary, /api/tickets)."""
     settings = settings or Settings.load()
     install_log_redaction()  # no ?token=... in access logs
     parse_proxies(settings.trusted_proxies)  # a typo in TAGGER_TRUSTED_PROXIES stops the start, with the entry
