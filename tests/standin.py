@@ -14,12 +14,12 @@ from __future__ import annotations
 import collections
 import json
 import random
+import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +31,7 @@ from tagger.errors import WebhookError
 from tagger.helpdesks.contract import Message, raise_for_response
 from tagger.helpdesks.payload import require
 from tagger.helpdesks.signing import constant_time_equal, hmac_hex
+from tests.helpdesk_fake import FakeHelpdesk, Recorded, Reply
 
 SHIPPED_MODELS = PACKAGE_ROOT / "models"
 
@@ -62,8 +63,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 
 
 # -- the helpdesk stand-in -----------------------------------------------------------------------------------
-class StandinHelpdesk:
-    """POST /tickets/{id}/tags {"add": [...], "remove": [...]} applies the change and answers 200.
+class StandinHelpdesk(FakeHelpdesk):
+    """The helpdesk double of the service tests, as a stateful profile of `FakeHelpdesk` (one HTTP double):
+    POST /tickets/{id}/tags {"add": [...], "remove": [...]} applies the change and answers 200.
 
     `fail_next(n, status=500, retry_after=None)` answers the next n writes with an error,
     `hang_next(n, seconds)` answers them late (with 504, after the client gave up, without applying),
@@ -76,9 +78,11 @@ class StandinHelpdesk:
     replica or worker): `via` is recorded, so a test can tell who wrote.
     """
 
+    protocol_version = "HTTP/1.1"
+
     def __init__(self, port: int | None = None, *, start: bool = True, fail_rate: float = 0.0,
                  fail_with: Sequence[tuple[int, str | None]] = ((500, None),), seed: int | None = None):
-        self.port = port or free_port()
+        super().__init__(port)
         self.fail_rate, self.fail_with = fail_rate, tuple(fail_with)
         self._rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -86,13 +90,9 @@ class StandinHelpdesk:
         self.writes: list[dict[str, Any]] = []        # applied writes, in order
         self.attempts: list[dict[str, Any]] = []      # every request, with what we answered
         self.faults: collections.deque = collections.deque()
-        self._server: ThreadingHTTPServer | None = None
+        self.handle("POST", r"/(?:(?P<via>[^/]+)/)?tickets/(?P<ticket>[^/]+)/tags", self._write)
         if start:
             self.up()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # control
     def fail_next(self, n: int = 1, status: int = 500, retry_after: str | None = None) -> None:
@@ -108,32 +108,6 @@ class StandinHelpdesk:
         with self.lock:
             self.faults.extend([("slow", seconds, None)] * n)
 
-    def up(self) -> None:
-        if self._server is not None:
-            return
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_POST(self):
-                standin._handle(self)
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def down(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server = None
-
     # queries
     def writes_for(self, ticket_id: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -143,55 +117,32 @@ class StandinHelpdesk:
         with self.lock:
             return collections.Counter(w["ticket_id"] for w in self.writes)
 
-    def _handle(self, req: BaseHTTPRequestHandler) -> None:
-        length = int(req.headers.get("Content-Length") or 0)
-        body = req.rfile.read(length)
-        parts = req.path.strip("/").split("/")
-        via = parts.pop(0) if len(parts) == 4 else None
-        if len(parts) != 3 or parts[0] != "tickets" or parts[2] != "tags":
-            return self._reply(req, 404, {"error": "no such endpoint"})
-        ticket_id = parts[1]
+    def _write(self, request: Recorded, match: re.Match) -> Reply:
+        ticket_id, via = match["ticket"], match["via"]
         with self.lock:
             fault = self.faults.popleft() if self.faults else None
             if fault is None and self.fail_rate and self._rng.random() < self.fail_rate:
                 fault = ("status", *self._rng.choice(self.fail_with))
-        record = {"ticket_id": ticket_id, "at": time.time(), "fault": fault, "via": via}
-        with self.lock:
-            self.attempts.append(record)
+            self.attempts.append({"ticket_id": ticket_id, "at": time.time(), "fault": fault, "via": via})
         if fault and fault[0] == "hang":
             time.sleep(fault[1])
-            return self._reply(req, 504, {"error": "too late"})
+            return Reply(504, {"error": "too late"})
         if fault and fault[0] == "slow":
             time.sleep(fault[1])
         if fault and fault[0] == "status":
-            headers = {"Retry-After": fault[2]} if fault[2] is not None else {}
-            return self._reply(req, fault[1], {"error": "scripted failure"}, headers)
+            return Reply(fault[1], {"error": "scripted failure"},
+                         {"Retry-After": fault[2]} if fault[2] is not None else {})
         try:
-            change = json.loads(body)
-            add, remove = list(change["add"]), list(change["remove"])
-        except (ValueError, KeyError, TypeError):
-            return self._reply(req, 400, {"error": "bad body"})
+            add, remove = list(request.json["add"]), list(request.json["remove"])
+        except (KeyError, TypeError):
+            return Reply(400, {"error": "bad body"})
         with self.lock:
             self.tags[ticket_id] -= set(remove)
             self.tags[ticket_id] |= set(add)
             self.writes.append({"ticket_id": ticket_id, "add": add, "remove": remove, "at": time.time(),
                                 "via": via})
             tags = sorted(self.tags[ticket_id])
-        self._reply(req, 200, {"ticket_id": ticket_id, "tags": tags})
-
-    @staticmethod
-    def _reply(req, status: int, body: dict, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        try:
-            req.send_response(status)
-            req.send_header("Content-Type", "application/json")
-            req.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                req.send_header(k, v)
-            req.end_headers()
-            req.wfile.write(data)
-        except OSError:  # the client gave up (timeout) or the stand-in went down
-            pass
+        return Reply(200, {"ticket_id": ticket_id, "tags": tags})
 
 
 # -- the adapter ---------------------------------------------------------------------------------------------
@@ -283,7 +234,6 @@ class LiveServer:
 def model_versions(root: Path, versions: int = 2) -> list[str]:
     """A registry in `root` with `versions` distinct versions (copies of the shipped active model, renamed);
     the first is active. For tests of activation and hot reload that must not touch models/."""
-    import json
     import shutil
 
     from tagger.classifier.registry import META_FILE, Registry

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -39,7 +37,8 @@ from tagger.service.store import Store, outbox
 from tagger.service.worker import Worker
 
 from .conftest import MODELS
-from .standin import StandinHelpdesk, free_port, local_client
+from .helpdesk_fake import FakeHelpdesk, Recorded, Reply
+from .standin import local_client
 
 MODEL = str(MODELS / "current")
 
@@ -55,43 +54,28 @@ TEXTS = [  # customer messages in several languages (the corpus's style, not its
 ]
 
 
-class ApiStandin:
-    """A real HTTP server on 127.0.0.1: `route(method, path, query, headers, body)` answers
-    (status, headers, json body); every request is recorded."""
+class ApiStandin(FakeHelpdesk):
+    """The helpdesk double (tests/helpdesk_fake.py) answering every request through one function:
+    `route(method, path, query, headers, body)` -> (status, headers, json body); `gets(path)` lists the query
+    of every GET of `path`."""
 
     def __init__(self, route):
-        self.route, self.requests = route, []
-        self.port = free_port()
-        standin = self
+        super().__init__()
+        self._route = route
+        for method in ("GET", "PUT", "DELETE", "POST"):
+            self.handle(method, r"/.*", self._any)
+        self.up()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _any(self):
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                standin.requests.append((self.command, parts.path, query, dict(self.headers), body))
-                status, headers, payload = standin.route(self.command, parts.path, query, self.headers, body)
-                StandinHelpdesk._reply(self, status, payload, headers)
-
-            do_GET = do_PUT = do_DELETE = do_POST = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _any(self, request: Recorded, _match) -> Reply:
+        status, headers, payload = self._route(request.method, request.path, request.query,
+                                               httpx.Headers(request.headers), request.json)
+        return Reply(status, payload, dict(headers or {}))
 
     def gets(self, path: str) -> list[dict[str, str]]:
-        return [q for method, p, q, _h, _b in self.requests if method == "GET" and p == path]
+        return [r.query for r in self.requests if r.method == "GET" and r.path == path]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.down()
 
 
 @pytest.fixture
@@ -198,7 +182,7 @@ def test_zendesk_history_is_paged_by_cursor_and_classified_in_order(serve, tmp_p
     calls = api.gets("/api/v2/incremental/tickets/cursor.json")
     assert calls[0] == {"start_time": "0", "exclude_deleted": "true"}
     assert [c.get("cursor") for c in calls[2:]] == ["100", "200"]
-    auth = [h for m, _p, _q, h, _b in api.requests if m == "GET"][0]["Authorization"]
+    auth = [r.headers for r in api.requests if r.method == "GET"][0]["authorization"]
     assert base64.b64decode(auth.split()[1]).decode() == "admin@example.com/token:tok123"
     for row, ticket in zip(rows[::37], kept[::37], strict=True):
         channel = "chat" if ticket["via"]["channel"] == "chat" else "ticket"
@@ -342,7 +326,7 @@ def test_freshdesk_pages_past_its_page_limit_without_repeating_a_ticket(serve, t
     calls = api.gets("/api/v2/tickets")
     assert calls[0]["updated_since"] == "2023-11-14T22:13:20Z" and calls[0]["page"] == "1"
     assert all(int(c["page"]) <= 2 for c in calls) and len({c["updated_since"] for c in calls}) > 1
-    auth = api.requests[0][3]["Authorization"]
+    auth = api.requests[0].headers["authorization"]
     assert base64.b64decode(auth.split()[1]).decode() == "key:X"
 
 
