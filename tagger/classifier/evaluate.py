@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from tagger.classifier.data import Example
 from tagger.labels import TASKS
 
+if TYPE_CHECKING:
+    from tagger.classifier.model import Tagger
+
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def predict_all(tagger, examples: Sequence[Example], *, batch_size: int = 2000) -> list:
+def predict_all(tagger: Tagger, examples: Sequence[Example], *, batch_size: int = 2000) -> list:
     preds = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -60,7 +63,7 @@ def real_text_report(examples: Sequence[Example], preds: Sequence) -> dict[str, 
     return out
 
 
-def evaluate(tagger, examples: Sequence[Example], *, batch_size: int = 2000) -> dict[str, Any]:
+def evaluate(tagger: Tagger, examples: Sequence[Example], *, batch_size: int = 2000) -> dict[str, Any]:
     """All metrics of `tagger` on `examples` (which must not have been used to train it). Messages with
     both labels give the per-task figures and the coverage table; sentiment-only (human-rated real text)
     ones give the `real_text` block."""

@@ -21,11 +21,14 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger.classifier import modelfile
 from tagger.classifier.encoder import check_identity
 from tagger.errors import IntegrityError, ModelError
+
+if TYPE_CHECKING:
+    from tagger.classifier.model import Tagger
 
 LEGACY_FILE = "model.joblib"
 META_FILE = "metadata.json"
@@ -104,7 +107,7 @@ class Registry:
             raise IntegrityError(f"{path}: metadata is not a JSON object")
         return meta
 
-    def save(self, tagger, metadata: dict[str, Any]) -> str:
+    def save(self, tagger: Tagger, metadata: dict[str, Any]) -> str:
         """Write a new version (never overwriting one) and return its name."""
         now = dt.datetime.now(dt.UTC)
         data_hash = str(metadata.get("data_hash", ""))[:8] or "nodata"

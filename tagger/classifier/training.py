@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger.classifier import data as data_mod
 from tagger.classifier.data import Example
@@ -16,6 +16,9 @@ from tagger.classifier.evaluate import evaluate
 from tagger.classifier.model import train
 from tagger.classifier.registry import Registry
 from tagger.errors import TaggerError
+
+if TYPE_CHECKING:
+    from tagger.config import Settings
 
 # The review threshold is the lowest one at which the messages without a review tag have both labels right
 # at least this often on the held-out split, so that an untagged label can be trusted (README, "Review tag").
@@ -42,7 +45,7 @@ def choose_threshold(coverage: list[dict[str, float]], target: float = TARGET_AC
     return None
 
 
-def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str | None = None,
+def train_version(settings: Settings, *, extra: Iterable[str | Path] = (), data_dir: str | None = None,
                   models_dir: str | None = None, no_holdout: bool = False, feedback: Iterable[Example] = (),
                   activate: bool = True, force: bool = False, seed: int = 0,
                   progress: Callable[[str], None] | None = None, **train_args) -> TrainResult:
@@ -107,7 +110,7 @@ def train_version(settings, *, extra: Iterable[str | Path] = (), data_dir: str |
     return result
 
 
-def activate_version(registry, version: str, *, force: bool = False, max_drop: float | None = None,
+def activate_version(registry: Registry, version: str, *, force: bool = False, max_drop: float | None = None,
                      heldout: list | None = None) -> str:
     """Activate `version` behind the quality guard: with `heldout`, the current and the new model are both
     evaluated on those messages and compared (`Registry.activate` refuses a drop beyond `max_drop`); `force`

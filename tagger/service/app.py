@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import prometheus_client as prom
@@ -60,6 +60,9 @@ from tagger.service.sanitize import install_log_redaction, no_nul, web_url
 from tagger.service.store import Store, StoreError
 from tagger.service.worker import DEAD, LOST, RETRY, WRITTEN, Worker
 
+if TYPE_CHECKING:
+    from tagger.classifier.model import Tagger
+
 log = logging.getLogger("tagger.service.app")
 
 JSON_TYPES = ("application/json",)
@@ -71,7 +74,7 @@ class ModelHolder:
     """The active Tagger. `get()` is cheap; it notices a changed `ACTIVE.json` (checked at most every
     `check_every_s`) and loads the new version in a background thread, then swaps the reference."""
 
-    def __init__(self, settings: Settings, tagger=None, *, watch: bool | None = None, check_every_s: float = 2.0):
+    def __init__(self, settings: Settings, tagger: Tagger | None = None, *, watch: bool | None = None, check_every_s: float = 2.0):
         self.settings = settings
         self.active_file = Path(settings.models_dir) / ACTIVE_FILE
         self.watch = (tagger is None) if watch is None else watch
@@ -130,7 +133,7 @@ class ModelHolder:
             self._reloading.release()
 
 
-def warm_up(tagger) -> None:
+def warm_up(tagger: Tagger) -> None:
     """Classify once before serving, so lazy loading (language identifier, caches) happens here and not
     in the first webhooks, several at a time."""
     tagger.predict("Warm-up: where is my order?", channel="ticket")
@@ -395,7 +398,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _json(500, {"status": "error", "reason": "internal error; see the service log"})
 
 
-def create_app(settings: Settings | None = None, tagger=None, *, store: Store | None = None,
+def create_app(settings: Settings | None = None, tagger: Tagger | None = None, *, store: Store | None = None,
                adapters: Mapping[str, Adapter] | None = None, extra_adapters: tuple[str, ...] = (),
                run_worker: bool = True, watch_models: bool | None = None, reload_check_s: float = 2.0,
                worker_options: dict[str, Any] | None = None, dashboard: bool = True) -> Starlette:

@@ -21,10 +21,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger.classifier.data import input_record
 from tagger.errors import TaggerError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tagger.classifier.model import Tagger
+    from tagger.config import Settings
+    from tagger.helpdesks.contract import Adapter
+    from tagger.service.store import Store
 
 log = logging.getLogger("tagger.service.backfill")
 
@@ -62,7 +70,7 @@ def _chunks(records: Iterable[tuple[int, dict]], size: int, start_index: int) ->
         yield Chunk(index=index, last_line=batch[-1][0], records=[r for _n, r in batch])
 
 
-def _apply(tagger, overrides: dict | None) -> None:
+def _apply(tagger: Tagger, overrides: dict | None) -> None:
     """Settings that override the model's own (review_threshold, fast); None keeps the model's."""
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -88,7 +96,7 @@ def classify_records(model_path: str, records: list[dict], overrides: dict | Non
     return lines
 
 
-def classify_with_model(tagger, records: list[dict]) -> list[str]:
+def classify_with_model(tagger: Tagger, records: list[dict]) -> list[str]:
     """Like `classify_records`, for a Tagger object that was shipped to the worker (Dask scatter)."""
     key = f"obj:{id(tagger)}"
     _MODELS[key] = tagger
@@ -207,8 +215,9 @@ def _run_dask(chunks: Iterator[Chunk], model_path: str, address: str,
 
 
 # -- from a helpdesk's API ------------------------------------------------------------------------------------
-def backfill_helpdesk(adapter, output: str | Path, model_path: str, *, client, since: float | None = None,
-                      resume: bool = False, store=None, settings=None, max_tickets: int | None = None,
+def backfill_helpdesk(adapter: Adapter, output: str | Path, model_path: str, *, client: httpx.Client,
+                      since: float | None = None, resume: bool = False, store: Store | None = None,
+                      settings: Settings | None = None, max_tickets: int | None = None,
                       overrides: dict | None = None, progress: Callable[[dict], None] | None = None,
                       sleep: Callable[[float], None] = time.sleep, attempts: int = 8,
                       base_delay_s: float = 2.0) -> dict[str, int]:
@@ -266,7 +275,7 @@ def _helpdesk_state(output: Path, checkpoint: Path, origin: dict[str, Any], resu
                      "skipped": 0, "queued": 0, "kept": 0}
 
 
-def _page_lines(messages, tagger, queue: _WriteBack | None, state: dict[str, Any]) -> list[str]:
+def _page_lines(messages, tagger: Tagger, queue: _WriteBack | None, state: dict[str, Any]) -> list[str]:
     """The output lines of one page of tickets, classified in one batch; with a write-back `queue`, each
     ticket's tags are offered to it and its answer ("queued" or "kept") counted in `state`."""
     predictions = tagger.predict_many([m.full_text for m in messages], [m.channel for m in messages])
@@ -302,7 +311,7 @@ def _page_done(state: dict[str, Any], page) -> None:
     state["finished"] = page.next_cursor is None
 
 
-def _fetch_page(adapter, client, cursor: str | None, since: float | None, *, sleep: Callable[[float], None],
+def _fetch_page(adapter: Adapter, client, cursor: str | None, since: float | None, *, sleep: Callable[[float], None],
                 attempts: int, base_delay_s: float):
     from tagger.errors import HelpdeskError
 
@@ -323,7 +332,7 @@ def _fetch_page(adapter, client, cursor: str | None, since: float | None, *, sle
 class _WriteBack:
     """Queues a backfilled ticket's tags in the outbox, where that is safe (see `backfill_helpdesk`)."""
 
-    def __init__(self, store, settings, adapter, tagger):
+    def __init__(self, store: Store, settings: Settings, adapter: Adapter, tagger: Tagger):
         from tagger.service.ingest import own_tags
 
         self.store, self.adapter = store, adapter

@@ -7,11 +7,14 @@ import datetime as dt
 import io
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger.errors import TaggerError
 from tagger.labels import SENTIMENTS, STAGES
 from tagger.service.sanitize import printable
+
+if TYPE_CHECKING:
+    from tagger.service.store import Store
 
 _DURATION = re.compile(r"^(\d+)\s*([hdwm])$")
 _UNITS = {"h": dt.timedelta(hours=1), "d": dt.timedelta(days=1), "w": dt.timedelta(weeks=1),
@@ -99,7 +102,7 @@ def format_tickets(rows: list[dict[str, Any]], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(store, *, period: dt.timedelta, until: dt.datetime | None = None, **filters) -> dict[str, Any]:
+def build_report(store: Store, *, period: dt.timedelta, until: dt.datetime | None = None, **filters) -> dict[str, Any]:
     """Counts of stage x sentiment in the period ending `until` (default now) and in the period before."""
     until = until or dt.datetime.now(dt.UTC)
     since = until - period
