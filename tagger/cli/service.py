@@ -63,27 +63,16 @@ def serve(ctx, host, port, db_url, models_dir, no_worker, adapters, log_level) -
 
 
 def _prepare_helpdesks(adapters, settings: Settings) -> None:
-    """At start-up, make each helpdesk able to show our tags (Chatwoot labels, Zammad tags), or refuse to start
-    with the fix. A helpdesk that cannot be reached now is only warned about: the webhooks still work, and
-    `tagger setup` or the next start creates what is missing."""
+    """Print what the start-up preparation of the helpdesks did (tagger.service.setup.prepare_all)."""
     import httpx
 
-    from tagger.errors import HelpdeskError
+    from tagger.service.setup import prepare_all
 
     with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
-        for name, adapter in sorted(adapters.items()):
-            prepare = getattr(adapter, "prepare", None)
-            if prepare is None:
-                continue
-            try:
-                for step in prepare(client):
-                    if step.action == "created":
-                        click.echo(f"{name}: created {step.what}", err=True)
-            except HelpdeskError as exc:
-                click.echo(f"warning: {name}: could not check its labels now ({exc}); run `tagger setup {name}`",
-                           err=True)
-            except TaggerError as exc:
-                raise click.ClickException(f"{name}: {exc}") from exc
+        for name, step in prepare_all(adapters, client):
+            if step.action in ("created", "warning"):
+                click.echo(f"{'warning: ' if step.action == 'warning' else ''}{name}: {step.action} {step.what}"
+                           + (f" ({step.detail})" if step.detail else ""), err=True)
 
 
 # ---------------------------------------------------------------------------------------------------- worker
@@ -329,15 +318,6 @@ def _print_steps(helpdesk: str, steps) -> dict[str, str]:
     return env
 
 
-def _webhook_url(name: str, url: str) -> str:
-    from tagger.service.sanitize import web_url
-
-    if not web_url(url):
-        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
-    url = url.rstrip("/")
-    return url if url.endswith(f"/webhooks/{name}") else f"{url}/webhooks/{name}"
-
-
 @click.command()
 @click.argument("helpdesk")
 @click.option("--url", "public_url", required=True, metavar="URL",
@@ -361,13 +341,20 @@ def setup(ctx, helpdesk, public_url) -> None:
 
     from tagger.errors import HelpdeskError
     from tagger.helpdesks import get_adapter
+    from tagger.service.setup import set_up, webhook_url
 
     settings = settings_of(ctx)
     try:
         adapter = get_adapter(helpdesk, settings=settings)
-        url = _webhook_url(adapter.name, public_url)
+    except TaggerError as exc:
+        fail(exc)
+    try:
+        webhook_url(adapter.name, public_url)
+    except TaggerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from exc
+    try:
         with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
-            steps = [*adapter.check(client), *adapter.setup(client, url)]
+            steps = set_up(adapter, client, public_url)
     except (TaggerError, HelpdeskError) as exc:
         fail(exc)
     env = _print_steps(adapter.name, steps)
@@ -395,8 +382,8 @@ def doctor(ctx, db_url, adapters) -> None:
 
     import httpx
 
-    from tagger.errors import HelpdeskError
     from tagger.helpdesks import load_adapters
+    from tagger.service.setup import diagnose
 
     settings = settings_of(ctx, db_url=db_url)
     loaded, errors = load_adapters(adapters, settings=settings)
@@ -406,28 +393,19 @@ def doctor(ctx, db_url, adapters) -> None:
         store.close()
     except TaggerError as exc:
         fail(exc)
-    problems = 0
     now = dt.datetime.now(dt.UTC)
     with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
-        for name, adapter in sorted(loaded.items()):
-            try:
-                steps = adapter.check(client)
-            except (TaggerError, HelpdeskError) as exc:
-                from tagger.helpdesks.contract import SetupStep
-
-                steps = [SetupStep("failed", f"{name} API", str(exc))]
-            problems += sum(step.action in ("failed", "missing") for step in steps)
-            _print_steps(name, steps)
-            seen = activity.get(name, {})
-            last = seen.get("last_event")
-            ago = f"{(now - last).total_seconds() / 3600:.1f} h ago ({last:%Y-%m-%d %H:%M} UTC)" if last else "never"
-            click.echo(f"{name:<16}{'webhook':<9}last seen {ago}")
-            click.echo(f"{name:<16}{'outbox':<9}pending {seen.get('pending', 0)}, dead {seen.get('dead', 0)}, "
-                       f"written {seen.get('done', 0)}" + ("  <- `tagger outbox --status dead`" if seen.get("dead")
-                                                           else ""))
-            problems += bool(seen.get("dead"))
+        report = diagnose(loaded, activity, client)
+    for d in report:
+        _print_steps(d.helpdesk, d.steps)
+        ago = (f"{(now - d.last_event).total_seconds() / 3600:.1f} h ago ({d.last_event:%Y-%m-%d %H:%M} UTC)"
+               if d.last_event else "never")
+        click.echo(f"{d.helpdesk:<16}{'webhook':<9}last seen {ago}")
+        click.echo(f"{d.helpdesk:<16}{'outbox':<9}pending {d.outbox.get('pending', 0)}, dead {d.outbox.get('dead', 0)}, "
+                   f"written {d.outbox.get('done', 0)}" + ("  <- `tagger outbox --status dead`" if d.outbox.get("dead")
+                                                            else ""))
     for name, reason in sorted(errors.items()):
         click.echo(f"{name:<16}{'off':<9}not configured: {reason}")
     if not loaded:
         click.echo("no helpdesk configured: set TAGGER_<HELPDESK>_* (docs/helpdesks.md), then `tagger setup`")
-    ctx.exit(1 if problems else 0)
+    ctx.exit(1 if sum(d.problems for d in report) else 0)
