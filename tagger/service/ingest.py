@@ -1,6 +1,6 @@
 """The webhook rules in one place: what a customer message does to the store, whoever delivers it.
 
-`ingest(store, tagger, message, settings, current_tags=...)` returns an `Outcome`; the webhook route (tagger.service.app)
+`ingest(store, tagger, message, settings, read_tags=...)` returns an `Outcome`; the webhook route (tagger.service.app)
 only maps it to an HTTP status. In order:
 
 1. **Duplicates.** An event id seen before is a `duplicate` (a helpdesk retrying a delivery): nothing happens.

@@ -727,9 +727,10 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
     def feedback_examples(self) -> list[dict[str, str]]:
-        """Corrections as training records (the format of `training_data/`)."""
+        """Corrections as training records (the format of `training_data/`); a correction whose message text is
+        unknown (classified before texts were kept, revision 0003) is left out."""
         return [{"text": c["text"], "stage": c["new_stage"], "sentiment": c["new_sentiment"],
-                 "channel": c["channel"], "lang": c["lang"]} for c in self.list_corrections()]
+                 "channel": c["channel"], "lang": c["lang"]} for c in self.list_corrections() if c["text"].strip()]
 
 
 def _is_memory(url: str) -> bool:
