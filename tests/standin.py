@@ -91,6 +91,7 @@ class StandinHelpdesk(FakeHelpdesk):
         self.attempts: list[dict[str, Any]] = []      # every request, with what we answered
         self.faults: collections.deque = collections.deque()
         self.handle("POST", r"/(?:(?P<via>[^/]+)/)?tickets/(?P<ticket>[^/]+)/tags", self._write)
+        self.handle("GET", r"/(?:(?P<via>[^/]+)/)?tickets/(?P<ticket>[^/]+)/tags", self._read)
         if start:
             self.up()
 
@@ -116,6 +117,10 @@ class StandinHelpdesk(FakeHelpdesk):
     def write_counts(self) -> collections.Counter:
         with self.lock:
             return collections.Counter(w["ticket_id"] for w in self.writes)
+
+    def _read(self, _request: Recorded, match: re.Match) -> Reply:
+        with self.lock:
+            return Reply(200, {"ticket_id": match["ticket"], "tags": sorted(self.tags[match["ticket"]])})
 
     def _write(self, request: Recorded, match: re.Match) -> Reply:
         ticket_id, via = match["ticket"], match["via"]
@@ -182,6 +187,11 @@ class StandinAdapter:
     def write_tags(self, client: httpx.Client, ticket_id: str, add: list[str], remove: list[str]) -> None:
         response = client.post(f"{self.base_url}/tickets/{ticket_id}/tags", json={"add": add, "remove": remove})
         raise_for_response(response, f"standin ticket {ticket_id}")
+
+    def read_tags(self, client: httpx.Client, ticket_id: str) -> tuple[str, ...]:
+        response = client.get(f"{self.base_url}/tickets/{ticket_id}/tags")
+        raise_for_response(response, f"standin ticket {ticket_id}")
+        return tuple(response.json()["tags"])
 
 
 def make_adapter(env: Mapping[str, str]) -> StandinAdapter:

@@ -122,6 +122,34 @@ def test_a_row_of_a_crashed_worker_is_reclaimed_after_its_lease(store, helpdesk,
     worker.stop()
 
 
+def test_a_write_cut_off_after_it_reached_the_helpdesk_is_not_sent_again(store, helpdesk, db_url):
+    """A worker killed after the helpdesk applied its write, before marking the row done: whoever takes the
+    row after its lease reads the ticket's tags back and, finding the write there, does not send it again."""
+    queue(store, "T1")
+    queue(store, "T2")
+    [first, second] = store.claim(limit=2, lease_s=0.3)   # a worker claims both, writes T1 only, and dies
+    assert not first.recovered and not second.recovered
+    with local_client() as client:
+        StandinAdapter(helpdesk.url).write_tags(client, "T1", list(first.add), list(first.remove))
+    time.sleep(0.35)
+    worker = make_worker(store, helpdesk, settings_for(db_url))
+    assert worker.drain() == 2
+    assert helpdesk.write_counts() == {"T1": 1, "T2": 1}      # T1 not written twice, T2 written once
+    assert store.outbox_counts()["done"] == 2 and store.outbox_counts()["pending"] == 0
+    worker.stop()
+
+
+def test_recovered_rows_are_flagged_only_when_their_lease_expired_unsettled(store, helpdesk, db_url):
+    queue(store, "T1")
+    [item] = store.claim(lease_s=0.2)
+    store.mark_retry(item, "HTTP 500", next_attempt_at=item.queued_at)   # settled: a failure was recorded
+    [again] = store.claim(lease_s=0.2)
+    assert not again.recovered
+    time.sleep(0.25)                                   # this claim's worker dies
+    [third] = store.claim(lease_s=5)
+    assert third.recovered and third.attempts == 3
+
+
 def test_background_thread_writes_on_notify_and_stops_cleanly(store, helpdesk, db_url):
     worker = make_worker(store, helpdesk, settings_for(db_url, worker_poll_s=5.0)).start()
     time.sleep(0.1)

@@ -199,6 +199,7 @@ class OutboxItem:
     queued_at: dt.datetime
     created_at: dt.datetime
     claim_token: str
+    recovered: bool = False  # an earlier claim's lease expired unsettled: that write may have reached the helpdesk
 
 
 @dataclass(frozen=True)
@@ -455,6 +456,10 @@ class Store:
     def _claim_in(self, conn: Connection, limit: int, lease_s: float, now: dt.datetime) -> list[OutboxItem]:
         token = uuid.uuid4().hex
         lease = now + dt.timedelta(seconds=lease_s)
+        # pending rows still holding an expired lease were in flight when their worker died (every outcome
+        # clears the lease); the worker checks the ticket before writing them again (only pending rows: cheap)
+        abandoned = set(conn.execute(sa.select(outbox.c.id).where(
+            outbox.c.status == PENDING, outbox.c.lease_until.is_not(None), outbox.c.lease_until < now)).scalars())
         claim_values = dict(lease_until=lease, claim_token=token, attempts=outbox.c.attempts + 1, updated_at=now)
         # The claimed rows come back from the UPDATE itself (RETURNING): claim_token has no index, and a
         # SELECT by it would scan the whole outbox, done rows included (slower every day the service runs).
@@ -470,7 +475,8 @@ class Store:
         rows = conn.execute(claim.values(**claim_values).returning(*outbox.c)).all()
         return [OutboxItem(id=r.id, message_id=r.message_id, helpdesk=r.helpdesk, ticket_id=r.ticket_id,
                            add=list(r.add_tags), remove=list(r.remove_tags), attempts=r.attempts,
-                           queued_at=r.queued_at, created_at=r.created_at, claim_token=token)
+                           queued_at=r.queued_at, created_at=r.created_at, claim_token=token,
+                           recovered=r.id in abandoned)
                 for r in sorted(rows, key=lambda r: r.id)]
 
     def _finish(self, item: OutboxItem, now: dt.datetime | None, **values) -> bool:

@@ -154,10 +154,28 @@ class Worker:
             if adapter is None:
                 raise HelpdeskError(f"no adapter configured for helpdesk {item.helpdesk!r} "
                                     f"(configured: {', '.join(sorted(self.adapters)) or 'none'})")
-            adapter.write_tags(self.client, item.ticket_id, list(item.add), list(item.remove))
+            if not (item.recovered and self._already_on_ticket(adapter, item)):
+                adapter.write_tags(self.client, item.ticket_id, list(item.add), list(item.remove))
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
             return item, exc, time.perf_counter() - started
         return item, None, time.perf_counter() - started
+
+    def _already_on_ticket(self, adapter: Adapter, item: OutboxItem) -> bool:
+        """For a row whose earlier write was cut off (worker killed): whether the ticket already shows it (our
+        tags added, our stale ones gone), read back where the adapter can (`read_tags`). Then it is not sent
+        again; if the tags cannot be read, it is (writes are idempotent)."""
+        read = getattr(adapter, "read_tags", None)
+        if read is None:
+            return False
+        try:
+            tags = set(read(self.client, item.ticket_id))
+        except Exception:  # noqa: BLE001 - no answer: write again, which is safe
+            return False
+        applied = set(item.add) <= tags and not (set(item.remove) - set(item.add)) & tags
+        if applied:
+            log.info("outbox #%s: ticket %s already shows this write (its worker was cut off); not sent again",
+                     item.id, item.ticket_id)
+        return applied
 
     def _report(self, item: OutboxItem, outcome: str, seconds: float) -> None:
         if self.on_outcome is not None:
