@@ -113,7 +113,3 @@ def load(folder: Path) -> Tagger:
         raise ModelError(f"{folder}: model files do not fit together ({type(exc).__name__}: {exc})") from exc
 
 
-def any_pickle(folder: Path) -> bool:
-    """Whether `folder` holds a model in the old pickled format (model.joblib)."""
-    return (folder / "model.joblib").is_file()
-

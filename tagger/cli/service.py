@@ -349,12 +349,12 @@ def setup(ctx, helpdesk, public_url) -> None:
     except TaggerError as exc:
         fail(exc)
     try:
-        webhook_url(adapter.name, public_url)
+        webhook = webhook_url(adapter.name, public_url)
     except TaggerError as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from exc
     try:
         with httpx.Client(timeout=settings.http_timeout_s, follow_redirects=False) as client:
-            steps = set_up(adapter, client, public_url)
+            steps = set_up(adapter, client, webhook)
     except (TaggerError, HelpdeskError) as exc:
         fail(exc)
     env = _print_steps(adapter.name, steps)

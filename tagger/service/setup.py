@@ -26,9 +26,9 @@ def webhook_url(helpdesk: str, url: str) -> str:
     return url if url.endswith(f"/webhooks/{helpdesk}") else f"{url}/webhooks/{helpdesk}"
 
 
-def set_up(adapter: Adapter, client: httpx.Client, url: str) -> list[SetupStep]:
-    """`tagger setup`: the adapter's check, then its setup for the webhook at `url`."""
-    return [*adapter.check(client), *adapter.setup(client, webhook_url(adapter.name, url))]
+def set_up(adapter: Adapter, client: httpx.Client, webhook: str) -> list[SetupStep]:
+    """`tagger setup`: the adapter's check, then its setup for the webhook URL `webhook` (see `webhook_url`)."""
+    return [*adapter.check(client), *adapter.setup(client, webhook)]
 
 
 def prepare_all(adapters: Mapping[str, Adapter], client: httpx.Client) -> list[tuple[str, SetupStep]]:

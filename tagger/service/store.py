@@ -51,14 +51,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _parse_sqlite_time(value: Any) -> dt.datetime | None:
-    """An aggregate over a UTCDateTime column comes back from SQLite as its stored text (naive UTC)."""
-    if value is None:
-        return None
-    parsed = dt.datetime.fromisoformat(str(value))
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
-
-
 def _midnight(when: dt.datetime) -> dt.datetime:
     """The UTC midnight at or before `when`."""
     return when.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -175,7 +167,6 @@ daily_counts = sa.Table(  # what the reports need of messages removed by retenti
     sa.Column("review", sa.Integer, nullable=False),
 )
 
-TABLES = ("messages", "processed_events", "outbox", "corrections", "daily_counts")
 FIRST_REVISION_TABLES = ("messages", "processed_events", "outbox", "corrections")  # before migrations
 
 
@@ -545,12 +536,11 @@ class Store:
         """Per helpdesk: when its last webhook was processed, and its outbox rows per status (`tagger doctor`)."""
         out: dict[str, dict[str, Any]] = {}
         with self._tx(write=False) as conn:
-            for helpdesk, last in conn.execute(sa.select(processed_events.c.helpdesk,
-                                                         sa.func.max(processed_events.c.created_at))
+            last_event = sa.type_coerce(sa.func.max(processed_events.c.created_at), UTCDateTime())  # aware UTC
+            for helpdesk, last in conn.execute(sa.select(processed_events.c.helpdesk, last_event)
                                                .group_by(processed_events.c.helpdesk)):
                 out.setdefault(helpdesk, {"last_event": None, **dict.fromkeys(OUTBOX_STATUSES, 0)})
-                out[helpdesk]["last_event"] = UTCDateTime().process_result_value(last, self.engine.dialect) \
-                    if isinstance(last, dt.datetime) else _parse_sqlite_time(last)
+                out[helpdesk]["last_event"] = last
             for helpdesk, status, n in conn.execute(sa.select(outbox.c.helpdesk, outbox.c.status, sa.func.count())
                                                     .group_by(outbox.c.helpdesk, outbox.c.status)):
                 out.setdefault(helpdesk, {"last_event": None, **dict.fromkeys(OUTBOX_STATUSES, 0)})[status] = n
